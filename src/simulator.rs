@@ -1,0 +1,1 @@
+//! Simulated management API (being written).

@@ -1,0 +1,235 @@
+//! `ApiError`: every way a management API request or a full listing can fail, each mapped to one
+//! reason from the fixed set the contract exposes as `cometapi_poll_errors_total{reason}`.
+//!
+//! Messages name the endpoint and the HTTP status and never contain the access token or a key:
+//! server-supplied text is shortened and scrubbed before it is stored here.
+
+use std::fmt;
+use std::time::Duration;
+
+/// The endpoint a request went to; its `label()` is the `endpoint` label of
+/// `cometapi_api_requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    List,
+    Get,
+    Create,
+    Update,
+    Delete,
+    Status,
+}
+
+impl Endpoint {
+    pub const ALL: [Endpoint; 6] = [
+        Endpoint::List,
+        Endpoint::Get,
+        Endpoint::Create,
+        Endpoint::Update,
+        Endpoint::Delete,
+        Endpoint::Status,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Endpoint::List => "list",
+            Endpoint::Get => "get",
+            Endpoint::Create => "create",
+            Endpoint::Update => "update",
+            Endpoint::Delete => "delete",
+            Endpoint::Status => "status",
+        }
+    }
+
+    /// The request line we show in messages (no query string, no ids).
+    pub fn describe(self) -> &'static str {
+        match self {
+            Endpoint::List => "GET /api/token/",
+            Endpoint::Get => "GET /api/token/{id}",
+            Endpoint::Create => "POST /api/token/",
+            Endpoint::Update => "PUT /api/token/",
+            Endpoint::Delete => "DELETE /api/token/{id}",
+            Endpoint::Status => "GET /api/status",
+        }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.describe())
+    }
+}
+
+/// The fixed reason set of `cometapi_poll_errors_total`.
+pub const POLL_ERROR_REASONS: [&str; 11] = [
+    "http_401",
+    "http_403",
+    "http_429",
+    "http_5xx",
+    "http_other",
+    "timeout",
+    "connect",
+    "decode",
+    "api_error",
+    "incomplete",
+    "body_too_large",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{endpoint}: HTTP {status}{hint}", hint = status_hint(*status))]
+    Http { endpoint: Endpoint, status: u16 },
+    #[error("{endpoint}: no complete answer within {timeout:?}")]
+    Timeout {
+        endpoint: Endpoint,
+        timeout: Duration,
+    },
+    #[error("{endpoint}: connection failed: {detail}")]
+    Connect { endpoint: Endpoint, detail: String },
+    #[error("{endpoint}: unexpected response: {detail}")]
+    Decode { endpoint: Endpoint, detail: String },
+    #[error("{endpoint}: server answered success=false: {message:?}")]
+    Refused { endpoint: Endpoint, message: String },
+    #[error("{endpoint}: response body larger than {limit} bytes (poll.max_body_bytes)")]
+    BodyTooLarge { endpoint: Endpoint, limit: u64 },
+    #[error("key listing did not add up: {detail}")]
+    Incomplete { detail: String },
+    #[error("cancelled by shutdown")]
+    Cancelled,
+}
+
+fn status_hint(status: u16) -> &'static str {
+    match status {
+        401 => " (access token rejected)",
+        403 => " (access token lacks the privilege)",
+        429 => " (rate limited by the server)",
+        500..=599 => " (server error)",
+        _ => "",
+    }
+}
+
+impl ApiError {
+    /// The `reason` label for `cometapi_poll_errors_total`; `None` for a shutdown, which is not
+    /// a failed poll.
+    pub fn reason(&self) -> Option<&'static str> {
+        Some(match self {
+            ApiError::Http { status: 401, .. } => "http_401",
+            ApiError::Http { status: 403, .. } => "http_403",
+            ApiError::Http { status: 429, .. } => "http_429",
+            ApiError::Http {
+                status: 500..=599, ..
+            } => "http_5xx",
+            ApiError::Http { .. } => "http_other",
+            ApiError::Timeout { .. } => "timeout",
+            ApiError::Connect { .. } => "connect",
+            ApiError::Decode { .. } => "decode",
+            ApiError::Refused { .. } => "api_error",
+            ApiError::Incomplete { .. } => "incomplete",
+            ApiError::BodyTooLarge { .. } => "body_too_large",
+            ApiError::Cancelled => return None,
+        })
+    }
+
+    /// Transient failures worth another try within the same poll: connection errors, timeouts
+    /// and 5xx. A 429 is not retried here: the budget waits out `Retry-After` instead.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            ApiError::Connect { .. }
+                | ApiError::Timeout { .. }
+                | ApiError::Http {
+                    status: 500..=599,
+                    ..
+                }
+        )
+    }
+}
+
+/// Server text we keep in an error: at most 200 characters, control characters replaced, and
+/// any occurrence of `secret` removed (a hostile or buggy server could echo the token back).
+pub fn scrub_server_text(text: &str, secret: &str) -> String {
+    let scrubbed = if secret.len() >= 4 {
+        text.replace(secret, "**redacted**")
+    } else {
+        text.to_owned()
+    };
+    let mut shortened: String = scrubbed
+        .chars()
+        .map(|character| {
+            if character.is_control() {
+                ' '
+            } else {
+                character
+            }
+        })
+        .take(200)
+        .collect();
+    if scrubbed.chars().count() > 200 {
+        shortened.push('…');
+    }
+    shortened
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_maps_into_the_fixed_reason_set() {
+        let errors = [
+            ApiError::Http {
+                endpoint: Endpoint::List,
+                status: 401,
+            },
+            ApiError::Http {
+                endpoint: Endpoint::List,
+                status: 403,
+            },
+            ApiError::Http {
+                endpoint: Endpoint::List,
+                status: 429,
+            },
+            ApiError::Http {
+                endpoint: Endpoint::List,
+                status: 502,
+            },
+            ApiError::Http {
+                endpoint: Endpoint::List,
+                status: 404,
+            },
+            ApiError::Timeout {
+                endpoint: Endpoint::List,
+                timeout: Duration::from_secs(1),
+            },
+            ApiError::Connect {
+                endpoint: Endpoint::List,
+                detail: "refused".into(),
+            },
+            ApiError::Decode {
+                endpoint: Endpoint::List,
+                detail: "x".into(),
+            },
+            ApiError::Refused {
+                endpoint: Endpoint::List,
+                message: "x".into(),
+            },
+            ApiError::Incomplete { detail: "x".into() },
+            ApiError::BodyTooLarge {
+                endpoint: Endpoint::List,
+                limit: 1,
+            },
+        ];
+        let reasons: Vec<&str> = errors.iter().map(|error| error.reason().unwrap()).collect();
+        assert_eq!(reasons, POLL_ERROR_REASONS);
+        assert_eq!(ApiError::Cancelled.reason(), None);
+    }
+
+    #[test]
+    fn server_text_is_shortened_and_scrubbed() {
+        let scrubbed = scrub_server_text("bad token tok-SECRET-1\nagain", "tok-SECRET-1");
+        assert_eq!(scrubbed, "bad token **redacted** again");
+        assert_eq!(
+            scrub_server_text(&"x".repeat(500), "zzzz").chars().count(),
+            201
+        );
+    }
+}

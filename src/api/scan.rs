@@ -1,0 +1,171 @@
+//! The complete listing of one account: every page of `GET /api/token/`, de-duplicated and
+//! checked, or an error. Nothing partial ever leaves this module.
+//!
+//! The listing is offset-paginated, newest first (`ORDER BY id DESC`), so a key created between
+//! two page requests shifts every later key down one place (the next page repeats one) and a
+//! deleted key shifts them up (one is skipped). A pass therefore records `total` from the first
+//! and the last page, counts distinct ids and duplicates, and the scan is complete only when the
+//! totals agree, the distinct ids equal `total` and no id appeared twice. Otherwise the account is
+//! listed once more from page 1; a second pass that still does not add up is `Incomplete`.
+//!
+//! Paging follows the newest server: `p` from 1, `page_size=100` (the server's cap), stop on a
+//! short page or once `p * page_size >= total`, never a `p` or `page_size` below 1 (a negative
+//! `page_size` makes the server dump every row). Servers older than 2025-06 answer with a bare
+//! array and a 0-based `p` and send no `total`: for those the scan starts again at `p=0` and stops
+//! at the first short page; without `total` it cannot detect a skipped key.
+
+use std::collections::HashSet;
+
+use crate::api::error::ApiError;
+use crate::api::wire::ListData;
+use crate::api::ApiClient;
+use crate::snapshot::KeyState;
+
+/// Keys asked for per page: new-api's maximum.
+pub const PAGE_SIZE: i64 = 100;
+
+/// A listing longer than this many pages (ten million keys) is treated as a server that never
+/// stops answering with full pages.
+const MAX_PAGES: i64 = 100_000;
+
+/// A complete listing of one account.
+#[derive(Debug)]
+pub struct AccountListing {
+    /// Every key of the account, ascending by id.
+    pub keys: Vec<KeyState>,
+    pub quota_per_unit: f64,
+    /// HTTP requests that succeeded for this listing (status plus pages of every pass).
+    pub requests: u32,
+    /// True when the first pass did not add up and the account was listed again.
+    pub rescanned: bool,
+}
+
+enum PassOutcome {
+    Complete { keys: Vec<KeyState>, pages: u32 },
+    Changed { detail: String, pages: u32 },
+}
+
+/// Lists every key of the account behind `client`, as the module doc describes.
+pub async fn scan_account(client: &ApiClient) -> Result<AccountListing, ApiError> {
+    let quota_per_unit = client.quota_per_unit().await?;
+    let mut requests = 1;
+    for pass in 1..=2 {
+        match scan_pass(client).await? {
+            PassOutcome::Complete { mut keys, pages } => {
+                keys.sort_unstable_by_key(|key| key.id);
+                return Ok(AccountListing {
+                    keys,
+                    quota_per_unit,
+                    requests: requests + pages,
+                    rescanned: pass > 1,
+                });
+            }
+            PassOutcome::Changed { detail, pages } => {
+                requests += pages;
+                if pass == 2 {
+                    return Err(ApiError::Incomplete {
+                        detail: format!("{detail} (after one re-scan)"),
+                    });
+                }
+                tracing::info!(account = %client.account(), %detail, "listing changed under the scan; listing again");
+            }
+        }
+    }
+    unreachable!("the loop returns on its second pass")
+}
+
+async fn scan_pass(client: &ApiClient) -> Result<PassOutcome, ApiError> {
+    let own_user_id = client.user_id();
+    let mut keys = Vec::new();
+    let mut ids_seen = HashSet::new();
+    let mut duplicates = 0usize;
+    let mut first_total = None;
+    let mut last_total;
+    let mut zero_based = false;
+    let mut largest_bare_page = 0usize;
+    let mut pages = 0u32;
+    let mut page = 1i64;
+    loop {
+        let data = client.list_page(page, PAGE_SIZE).await?;
+        pages += 1;
+        let (items, total, page_size) = match data {
+            ListData::Page(info) if !zero_based => {
+                let page_size = if (1..=PAGE_SIZE).contains(&info.page_size) {
+                    info.page_size
+                } else {
+                    PAGE_SIZE
+                };
+                (info.items, info.total, Some(page_size))
+            }
+            ListData::Bare(_) if !zero_based && page == 1 => {
+                // An older server: its `p` is 0-based, so what we got was its second page.
+                zero_based = true;
+                page = 0;
+                continue;
+            }
+            ListData::Bare(items) if zero_based => (items, None, None),
+            _ => return Err(listing_format_switched()),
+        };
+        if first_total.is_none() && !zero_based {
+            first_total = total;
+        }
+        last_total = total;
+        let items_on_page = items.len();
+        for item in items {
+            if !ids_seen.insert(item.id) {
+                duplicates += 1;
+                continue;
+            }
+            let foreign =
+                matches!((own_user_id, item.user_id), (Some(own), Some(owner)) if own != owner);
+            if !foreign {
+                keys.push(KeyState::from(item));
+            }
+        }
+        let last_page = match page_size {
+            Some(page_size) => {
+                (items_on_page as i64) < page_size
+                    || total.is_some_and(|total| page.saturating_mul(page_size) >= total)
+            }
+            None => {
+                largest_bare_page = largest_bare_page.max(items_on_page);
+                items_on_page == 0 || items_on_page < largest_bare_page
+            }
+        };
+        if last_page {
+            break;
+        }
+        page += 1;
+        if page > MAX_PAGES {
+            return Err(ApiError::Incomplete {
+                detail: format!("still full pages after {MAX_PAGES} pages"),
+            });
+        }
+    }
+    if let (Some(first), Some(last)) = (first_total, last_total) {
+        if first != last {
+            let detail = format!("total changed from {first} to {last} during the scan");
+            return Ok(PassOutcome::Changed { detail, pages });
+        }
+        if ids_seen.len() as i64 != last {
+            let detail = format!(
+                "{} distinct keys listed but the server reports a total of {last}",
+                ids_seen.len()
+            );
+            return Ok(PassOutcome::Changed { detail, pages });
+        }
+    }
+    if duplicates > 0 {
+        let detail = format!("{duplicates} keys appeared on two pages");
+        return Ok(PassOutcome::Changed { detail, pages });
+    }
+    Ok(PassOutcome::Complete { keys, pages })
+}
+
+fn listing_format_switched() -> ApiError {
+    ApiError::Decode {
+        endpoint: crate::api::Endpoint::List,
+        detail: "the listing switched between the paginated and the bare-array format mid-scan"
+            .into(),
+    }
+}

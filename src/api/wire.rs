@@ -1,0 +1,300 @@
+//! The management API's JSON, as serde types. The only place that knows the wire format.
+//!
+//! Decoding is permissive on purpose: servers of different new-api / one-api versions add, drop
+//! or null fields (`allow_ips` is `null` or `""`, `cross_group_retry` and `auto_groups` may be
+//! missing, `DeletedAt` is extra), quotas are negative and 64-bit. A field that is missing or null
+//! decodes to its zero value; only `id` is required, because a key without an id cannot be
+//! identified. Nothing here branches on `message` text.
+
+use serde::{Deserialize, Deserializer};
+
+use crate::snapshot::KeyState;
+
+/// The `{success, message, data}` envelope every `/api` answer uses.
+#[derive(Debug, Deserialize)]
+pub struct Envelope<T> {
+    /// Missing `success` is a decode error: we cannot tell success from failure without it.
+    pub success: bool,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub message: String,
+    #[serde(default = "none")]
+    pub data: Option<T>,
+}
+
+fn none<T>() -> Option<T> {
+    None
+}
+
+/// `data` of the list endpoint: the paginated envelope (new-api ≥ 2025-06-12) or a bare array
+/// (older new-api and one-api, whose `p` is 0-based).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum ListData {
+    Page(PageInfo),
+    Bare(Vec<TokenRecord>),
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PageInfo {
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub page: i64,
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub page_size: i64,
+    /// `None` when the server did not send it.
+    #[serde(default, deserialize_with = "lenient_optional_i64")]
+    pub total: Option<i64>,
+    pub items: Vec<TokenRecord>,
+}
+
+/// `data` of `GET /api/status`; only what we use.
+#[derive(Debug, Default, Deserialize)]
+pub struct ServerStatus {
+    #[serde(default, deserialize_with = "lenient_optional_f64")]
+    pub quota_per_unit: Option<f64>,
+}
+
+/// One key record (`model/token.go` `Token`). The `key` field is deliberately not decoded: the
+/// daemon never needs the key string and so never holds it.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+pub struct TokenRecord {
+    #[serde(deserialize_with = "required_i64")]
+    pub id: i64,
+    #[serde(default, deserialize_with = "lenient_optional_i64")]
+    pub user_id: Option<i64>,
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub status: i64,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub name: String,
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub created_time: i64,
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub accessed_time: i64,
+    /// Missing is treated as "never expires" (-1), the server's column default; an explicit 0 is
+    /// "expired at epoch".
+    #[serde(default = "never_expires", deserialize_with = "lenient_i64")]
+    pub expired_time: i64,
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub remain_quota: i64,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub unlimited_quota: bool,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub model_limits_enabled: bool,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub model_limits: String,
+    /// one-api calls the model list `models` (no enable flag).
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub models: String,
+    /// `null` and `""` both mean "no restriction"; one-api calls it `subnet`.
+    #[serde(default, alias = "subnet")]
+    pub allow_ips: Option<String>,
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub used_quota: i64,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub group: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub cross_group_retry: bool,
+}
+
+/// Which write a request body is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteKind {
+    /// `POST /api/token/`: no `id` (the server would insert it verbatim) and no `status`.
+    Create,
+    /// Full `PUT /api/token/`: `id` and every editable field, and no `status`. The server
+    /// ignores `status` in this mode but runs its enable guard when it is 1, which would refuse
+    /// the very write that repairs an expired or exhausted key.
+    Update,
+    /// `PUT /api/token/?status_only=true`: the full record and `status`.
+    StatusOnly,
+}
+
+impl TokenRecord {
+    /// The JSON body of a write: every editable field of this record, because the server resets
+    /// the ones a full update omits.
+    pub fn write_body(&self, kind: WriteKind) -> Vec<u8> {
+        let mut body = serde_json::json!({
+            "name": self.name,
+            "expired_time": self.expired_time,
+            "remain_quota": self.remain_quota,
+            "unlimited_quota": self.unlimited_quota,
+            "model_limits_enabled": self.model_limits_enabled,
+            "model_limits": self.model_limits,
+            "allow_ips": self.allow_ips,
+            "group": self.group,
+            "cross_group_retry": self.cross_group_retry,
+        });
+        if kind != WriteKind::Create {
+            body["id"] = self.id.into();
+        }
+        if kind == WriteKind::StatusOnly {
+            body["status"] = self.status.into();
+        }
+        body.to_string().into_bytes()
+    }
+}
+
+fn never_expires() -> i64 {
+    -1
+}
+
+impl From<TokenRecord> for KeyState {
+    fn from(record: TokenRecord) -> KeyState {
+        let ip_restricted = record.allow_ips.as_deref().is_some_and(|allow_ips| {
+            allow_ips
+                .split(['\n', ','])
+                .any(|entry| !entry.trim().is_empty())
+        });
+        let model_restricted = (record.model_limits_enabled && has_entry(&record.model_limits))
+            || has_entry(&record.models);
+        KeyState {
+            id: record.id,
+            name: record.name,
+            group: record.group,
+            status_code: record.status,
+            created_time: record.created_time,
+            accessed_time: record.accessed_time,
+            expired_time: record.expired_time,
+            remain_quota: record.remain_quota,
+            used_quota: record.used_quota,
+            unlimited_quota: record.unlimited_quota,
+            ip_restricted,
+            model_restricted,
+        }
+    }
+}
+
+fn has_entry(list: &str) -> bool {
+    list.split(',').any(|entry| !entry.trim().is_empty())
+}
+
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+/// A JSON number as i64: integers, and floats without a fraction (some proxies re-encode
+/// numbers as floats). Anything else is a decode error, never a silent 0.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum LenientNumber {
+    Integer(i64),
+    Float(f64),
+}
+
+impl LenientNumber {
+    fn to_i64<E: serde::de::Error>(&self) -> Result<i64, E> {
+        match *self {
+            LenientNumber::Integer(value) => Ok(value),
+            LenientNumber::Float(value)
+                if value.fract() == 0.0 && value >= i64::MIN as f64 && value <= i64::MAX as f64 =>
+            {
+                Ok(value as i64)
+            }
+            LenientNumber::Float(value) => {
+                Err(E::custom(format!("expected an integer, got {value}")))
+            }
+        }
+    }
+}
+
+fn lenient_optional_i64<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<i64>, D::Error> {
+    match Option::<LenientNumber>::deserialize(deserializer)? {
+        None => Ok(None),
+        Some(number) => number.to_i64().map(Some),
+    }
+}
+
+fn lenient_i64<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    Ok(lenient_optional_i64(deserializer)?.unwrap_or_default())
+}
+
+fn required_i64<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    lenient_optional_i64(deserializer)?.ok_or_else(|| serde::de::Error::custom("id is null"))
+}
+
+fn lenient_optional_f64<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<f64>, D::Error> {
+    match Option::<LenientNumber>::deserialize(deserializer)? {
+        None => Ok(None),
+        Some(LenientNumber::Integer(value)) => Ok(Some(value as f64)),
+        Some(LenientNumber::Float(value)) => Ok(Some(value)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_the_newest_server_record_with_extra_fields() {
+        let body = r#"{"data":{"page":1,"page_size":20,"total":2,"items":[
+          {"id":1235,"user_id":5678,"key":"Xy7q**********9LmN","status":1,"name":"ci-runner","created_time":1766102500,"accessed_time":1766190000,"expired_time":-1,"remain_quota":482113,"unlimited_quota":false,"model_limits_enabled":false,"model_limits":"","allow_ips":"","used_quota":17887,"group":"","cross_group_retry":false,"DeletedAt":null,"auto_groups":null},
+          {"id":1234,"user_id":5678,"key":"aB3d**********Qr5t","status":1,"name":"production","created_time":1766102400,"accessed_time":1766102400,"expired_time":1798000000,"remain_quota":-2400,"unlimited_quota":true,"model_limits_enabled":true,"model_limits":"gpt-4.1,claude-sonnet-4","allow_ips":"10.0.0.0/8\n2001:db8::1","used_quota":2400,"group":"default","cross_group_retry":false,"DeletedAt":null,"auto_groups":null}
+        ]},"message":"","success":true}"#;
+        let envelope: Envelope<ListData> = serde_json::from_str(body).unwrap();
+        let ListData::Page(page) = envelope.data.unwrap() else {
+            panic!("expected a page")
+        };
+        assert_eq!(page.total, Some(2));
+        let second = KeyState::from(page.items[1].clone());
+        assert_eq!(second.remain_quota, -2400);
+        assert!(second.unlimited_quota && second.ip_restricted && second.model_restricted);
+        let first = KeyState::from(page.items[0].clone());
+        assert!(!first.ip_restricted && !first.model_restricted);
+        assert_eq!(first.expired_time, -1);
+    }
+
+    #[test]
+    fn missing_and_null_fields_decode_to_zero_values() {
+        let record: TokenRecord =
+            serde_json::from_str(r#"{"id":7,"name":null,"allow_ips":null,"remain_quota":null}"#)
+                .unwrap();
+        assert_eq!(record.name, "");
+        assert_eq!(record.allow_ips, None);
+        assert_eq!(record.remain_quota, 0);
+        assert_eq!(record.expired_time, -1);
+    }
+
+    #[test]
+    fn sixty_four_bit_and_float_encoded_numbers_are_exact() {
+        let record: TokenRecord = serde_json::from_str(
+            r#"{"id":7.0,"used_quota":4000000000123,"remain_quota":-9007199254740993}"#,
+        )
+        .unwrap();
+        assert_eq!(record.id, 7);
+        assert_eq!(record.used_quota, 4_000_000_000_123);
+        assert_eq!(record.remain_quota, -9_007_199_254_740_993);
+    }
+
+    #[test]
+    fn a_record_without_id_or_with_a_fractional_number_is_rejected() {
+        assert!(serde_json::from_str::<TokenRecord>(r#"{"name":"x"}"#).is_err());
+        assert!(serde_json::from_str::<TokenRecord>(r#"{"id":1,"remain_quota":1.5}"#).is_err());
+        assert!(serde_json::from_str::<TokenRecord>(r#"{"id":"1"}"#).is_err());
+    }
+
+    #[test]
+    fn bare_array_listing_of_older_servers_decodes() {
+        let envelope: Envelope<ListData> =
+            serde_json::from_str(r#"{"success":true,"message":"","data":[{"id":1,"subnet":"1.2.3.4","models":"gpt-4"}]}"#)
+                .unwrap();
+        let ListData::Bare(items) = envelope.data.unwrap() else {
+            panic!("expected a bare array")
+        };
+        let key = KeyState::from(items[0].clone());
+        assert!(key.ip_restricted && key.model_restricted);
+    }
+
+    #[test]
+    fn envelope_without_success_is_an_error() {
+        assert!(
+            serde_json::from_str::<Envelope<ServerStatus>>(r#"{"message":"","data":{}}"#).is_err()
+        );
+    }
+}

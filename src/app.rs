@@ -1,0 +1,147 @@
+//! Wires the daemon together and owns its shutdown sequence.
+//!
+//! `Daemon::bind` claims the listen address (so a port clash fails before anything else
+//! starts); `Daemon::run` builds one client and poller per account, the HTTP server and the
+//! scheduler, then waits for the shutdown token. Shutdown order: stop ticking, let pollers end
+//! (an in-flight poll is cancelled through the same token), drain HTTP — within a few seconds.
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{ApiClient, ClientBuildError, ClientSettings, RequestObserver};
+use crate::config::Config;
+use crate::http::{self, HttpSettings};
+use crate::metrics::Exporter;
+use crate::poller::AccountPoller;
+use crate::schedule::{self, PollTarget};
+
+/// How long pollers get to notice shutdown before they are aborted.
+const POLLER_SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Client(#[from] ClientBuildError),
+    #[error("cannot start the poll scheduler: {0}")]
+    Scheduler(String),
+}
+
+/// A daemon whose listen socket is bound and which is ready to run.
+pub struct Daemon {
+    config: Config,
+    listener: TcpListener,
+    exporter: Arc<Exporter>,
+}
+
+impl Daemon {
+    pub async fn bind(config: Config) -> Result<Daemon, AppError> {
+        let address = config.server.listen;
+        let listener = TcpListener::bind(address)
+            .await
+            .map_err(|source| AppError::Listen { address, source })?;
+        let names: Vec<String> = config
+            .accounts
+            .iter()
+            .map(|account| account.name.clone())
+            .collect();
+        Ok(Daemon {
+            config,
+            listener,
+            exporter: Exporter::new(&names),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn exporter(&self) -> Arc<Exporter> {
+        Arc::clone(&self.exporter)
+    }
+
+    /// Runs until `shutdown` is cancelled.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), AppError> {
+        let Daemon {
+            config,
+            listener,
+            exporter,
+        } = self;
+        let address = listener
+            .local_addr()
+            .map(http::display_address)
+            .unwrap_or_default();
+        let mut pollers = JoinSet::new();
+        let mut targets = Vec::new();
+        for account in &config.accounts {
+            let settings = ClientSettings::from_config(account, &config.poll);
+            let observer: Arc<dyn RequestObserver> = exporter.clone();
+            let client = ApiClient::new(settings, observer, shutdown.clone())?;
+            let (ticks_sender, ticks) = mpsc::channel(1);
+            let poll_running = Arc::new(AtomicBool::new(false));
+            targets.push(PollTarget {
+                account: account.name.clone(),
+                ticks: ticks_sender,
+                poll_running: poll_running.clone(),
+            });
+            let poller = AccountPoller {
+                client,
+                exporter: exporter.clone(),
+                poll_running,
+            };
+            pollers.spawn(poller.run(ticks, shutdown.clone()));
+        }
+        let http_settings = HttpSettings {
+            header_read_timeout: config.server.header_read_timeout,
+            max_connections: config.server.max_connections,
+        };
+        let server = tokio::spawn(http::serve(
+            listener,
+            exporter.clone(),
+            http_settings,
+            shutdown.clone(),
+        ));
+        let mut scheduler =
+            match schedule::start(&config.poll.schedule, targets, exporter.clone()).await {
+                Ok(scheduler) => scheduler,
+                Err(error) => {
+                    shutdown.cancel();
+                    return Err(AppError::Scheduler(error.to_string()));
+                }
+            };
+        tracing::info!(%address, accounts = config.accounts.len(), "serving /metrics");
+
+        shutdown.cancelled().await;
+        if let Err(error) = scheduler.shutdown().await {
+            tracing::warn!(%error, "scheduler did not stop cleanly");
+        }
+        let pollers_done = async { while pollers.join_next().await.is_some() {} };
+        if tokio::time::timeout(POLLER_SHUTDOWN_GRACE, pollers_done)
+            .await
+            .is_err()
+        {
+            tracing::warn!("pollers did not stop in time; aborting them");
+        }
+        if tokio::time::timeout(http::SHUTDOWN_GRACE + Duration::from_secs(1), server)
+            .await
+            .is_err()
+        {
+            tracing::warn!("HTTP server did not stop in time");
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}

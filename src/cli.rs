@@ -1,0 +1,313 @@
+//! The command line: `run`, `check-config`, `scan`, `demo`, `--version`.
+//!
+//! Each subcommand is one function returning an exit code: 0 success, 1 runtime failure (API
+//! unreachable, token refused, port taken), 2 bad usage or bad configuration. Errors are one or
+//! two lines on stderr naming what is wrong and where, never a backtrace or a secret.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{scan_account, ApiClient, ClientSettings, IgnoreRequests};
+use crate::app::Daemon;
+use crate::config::{
+    self, AccountConfig, Config, ConfigSource, LogConfig, LogFormat, PollConfig, PollSchedule,
+    ServerConfig, TokenSource,
+};
+use crate::poller::unix_now;
+use crate::secret::Secret;
+use crate::simulator::{Simulator, SimulatorConfig};
+use crate::snapshot::Snapshot;
+use crate::{report, shutdown};
+
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("KEYMON_GIT_REVISION"),
+    ")"
+);
+
+#[derive(Debug, Parser)]
+#[command(name = "cometapi-keymon", version = VERSION, about = "Prometheus exporter for the API keys of CometAPI and new-api accounts")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon: poll every account on schedule and serve /metrics.
+    Run {
+        /// TOML configuration file; without it, COMETAPI_ACCESS_TOKEN defines one account.
+        #[arg(long, short = 'c', value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Validate the configuration and print it with secrets redacted.
+    CheckConfig {
+        #[arg(long, short = 'c', value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Poll every account once and print its keys.
+    Scan {
+        #[arg(long, short = 'c', value_name = "FILE")]
+        config: Option<PathBuf>,
+        #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
+    /// Run the daemon against a built-in simulated account; needs no credentials.
+    Demo {
+        /// Where the daemon serves /metrics.
+        #[arg(long, default_value = "127.0.0.1:9877")]
+        listen: SocketAddr,
+        /// Number of keys in the simulated account.
+        #[arg(long, default_value_t = 1_200)]
+        keys: usize,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum OutputFormat {
+    Table,
+    Json,
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return if error.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match cli.command {
+        Command::Run { config } => run(config),
+        Command::CheckConfig { config } => check_config(config),
+        Command::Scan { config, output } => scan(config, output),
+        Command::Demo { listen, keys } => demo(listen, keys),
+    }
+}
+
+fn load_config(path: Option<PathBuf>) -> Result<Config, ExitCode> {
+    config::load(path.as_deref()).map_err(|error| {
+        eprintln!("cometapi-keymon: {error}");
+        ExitCode::from(2)
+    })
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts")
+}
+
+fn run(path: Option<PathBuf>) -> ExitCode {
+    let config = match load_config(path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    init_tracing(&config.log);
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    runtime().block_on(async move {
+        let shutdown = match shutdown::on_signals() {
+            Ok(shutdown) => shutdown,
+            Err(error) => return failure(format!("cannot install signal handlers: {error}")),
+        };
+        let daemon = match Daemon::bind(config).await {
+            Ok(daemon) => daemon,
+            Err(error) => return failure(error.to_string()),
+        };
+        match daemon.run(shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => failure(error.to_string()),
+        }
+    })
+}
+
+fn check_config(path: Option<PathBuf>) -> ExitCode {
+    let config = match load_config(path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    for warning in &config.warnings {
+        eprintln!("warning: {warning}");
+    }
+    print!("{}", config.render_redacted());
+    ExitCode::SUCCESS
+}
+
+fn scan(path: Option<PathBuf>, output: OutputFormat) -> ExitCode {
+    let config = match load_config(path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    init_tracing(&LogConfig {
+        level: "warn".into(),
+        format: LogFormat::Text,
+    });
+    for warning in &config.warnings {
+        eprintln!("warning: {warning}");
+    }
+    runtime().block_on(async move {
+        let cancel = CancellationToken::new();
+        let mut scans = tokio::task::JoinSet::new();
+        for (index, account) in config.accounts.iter().enumerate() {
+            let settings = ClientSettings::from_config(account, &config.poll);
+            let client = match ApiClient::new(settings, Arc::new(IgnoreRequests), cancel.clone()) {
+                Ok(client) => client,
+                Err(error) => return failure(error.to_string()),
+            };
+            scans.spawn(async move { (index, scan_account(&client).await) });
+        }
+        let mut results = Vec::new();
+        while let Some(joined) = scans.join_next().await {
+            results.push(joined.expect("a scan task does not panic"));
+        }
+        results.sort_by_key(|(index, _)| *index);
+        let now = unix_now();
+        let mut snapshots = Vec::new();
+        let mut failed = false;
+        for (index, result) in results {
+            let account = &config.accounts[index].name;
+            match result {
+                Ok(listing) => snapshots.push(Arc::new(Snapshot::new(
+                    account.clone(),
+                    listing.keys,
+                    listing.quota_per_unit,
+                    now,
+                ))),
+                Err(error) => {
+                    eprintln!("cometapi-keymon: account {account}: {error}");
+                    failed = true;
+                }
+            }
+        }
+        match output {
+            OutputFormat::Table => print!("{}", report::table(&snapshots, now)),
+            OutputFormat::Json => print!("{}", report::json(&snapshots, now)),
+        }
+        if failed {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        }
+    })
+}
+
+fn demo(listen: SocketAddr, keys: usize) -> ExitCode {
+    init_tracing(&LogConfig {
+        level: "info".into(),
+        format: LogFormat::Text,
+    });
+    runtime().block_on(async move {
+        let shutdown = match shutdown::on_signals() {
+            Ok(shutdown) => shutdown,
+            Err(error) => return failure(format!("cannot install signal handlers: {error}")),
+        };
+        let simulator_config = SimulatorConfig {
+            keys,
+            ..SimulatorConfig::default()
+        };
+        let simulator =
+            match Simulator::start(simulator_config, SocketAddr::from(([127, 0, 0, 1], 0))).await {
+                Ok(simulator) => simulator,
+                Err(error) => {
+                    return failure(format!(
+                        "cannot start the simulated management API: {error}"
+                    ))
+                }
+            };
+        simulator.spawn_traffic(Duration::from_secs(1), shutdown.clone());
+        let config = demo_config(listen, &simulator);
+        let daemon = match Daemon::bind(config).await {
+            Ok(daemon) => daemon,
+            Err(error) => {
+                return failure(format!("{error} (choose another address with --listen)"))
+            }
+        };
+        let address = crate::http::display_address(daemon.local_addr());
+        println!(
+            "cometapi-keymon demo: a simulated account with {keys} keys at {}",
+            simulator.base_url()
+        );
+        println!("  metrics:  {address}/metrics");
+        println!("  status:   {address}/");
+        println!("  polling every 15 s; the simulator spends quota every second. Ctrl-C stops.");
+        let result = daemon.run(shutdown).await;
+        simulator.shutdown().await;
+        match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => failure(error.to_string()),
+        }
+    })
+}
+
+/// The configuration `demo` runs with: one account against the simulator, polled every 15 s.
+fn demo_config(listen: SocketAddr, simulator: &Simulator) -> Config {
+    Config {
+        server: ServerConfig {
+            listen,
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 256,
+        },
+        poll: PollConfig {
+            schedule: PollSchedule::Interval(Duration::from_secs(15)),
+            timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
+            requests_per_minute: 600,
+            max_body_bytes: 16 * 1024 * 1024,
+            max_retries: 2,
+            retry_backoff: Duration::from_millis(500),
+            max_retry_after: Duration::from_secs(300),
+        },
+        log: LogConfig {
+            level: "info".into(),
+            format: LogFormat::Text,
+        },
+        accounts: vec![AccountConfig {
+            name: "demo".into(),
+            base_url: simulator.base_url(),
+            token: Secret::new(simulator.access_token()),
+            token_source: TokenSource::Env("(built-in simulator)".into()),
+            user_id: None,
+            requests_per_minute: 600,
+        }],
+        source: ConfigSource::Environment,
+        warnings: Vec::new(),
+    }
+}
+
+fn failure(message: String) -> ExitCode {
+    eprintln!("cometapi-keymon: {message}");
+    ExitCode::from(1)
+}
+
+/// Logs go to stderr. `RUST_LOG`, when set, overrides the configured level.
+fn init_tracing(log: &LogConfig) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new(format!(
+            "{},tokio_cron_scheduler=warn,hyper=warn,reqwest=warn",
+            log.level
+        ))
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match log.format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}

@@ -1,0 +1,318 @@
+//! The HTTP server (hyper 1): `/metrics`, `/healthz`, `/readyz` and `/`.
+//!
+//! One task accepts connections until shutdown; each connection is served by hyper's HTTP/1
+//! machinery with a header-read timeout (slow clients cannot hold connections open) and counted
+//! against `max_connections`. On shutdown the listener closes at once and open connections get
+//! a few seconds to finish their response.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::header::{HeaderValue, ACCEPT_ENCODING, ALLOW, CONTENT_ENCODING, CONTENT_TYPE, VARY};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::exposition::PlainText;
+use crate::metrics::{self, Exporter};
+
+/// How long open connections may take to finish after shutdown begins.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub header_read_timeout: Duration,
+    pub max_connections: usize,
+}
+
+/// Serves until `shutdown` is cancelled, then drains open connections for `SHUTDOWN_GRACE`.
+pub async fn serve(
+    listener: TcpListener,
+    exporter: Arc<Exporter>,
+    settings: HttpSettings,
+    shutdown: CancellationToken,
+) {
+    let graceful = GracefulShutdown::new();
+    let connection_slots = Arc::new(Semaphore::new(settings.max_connections.max(1)));
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Usually EMFILE: back off instead of spinning.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = Arc::clone(&connection_slots).try_acquire_owned() else {
+            tracing::warn!(%peer, limit = settings.max_connections, "too many open connections; closing a new one");
+            continue;
+        };
+        let exporter = Arc::clone(&exporter);
+        let connection = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(settings.header_read_timeout)
+            .serve_connection(
+                TokioIo::new(stream),
+                service_fn(move |request| {
+                    let exporter = Arc::clone(&exporter);
+                    async move { Ok::<_, Infallible>(route(&request, &exporter)) }
+                }),
+            );
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%peer, %error, "connection ended with an error");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("open HTTP connections did not finish in time; closing them");
+    }
+}
+
+fn route(request: &Request<Incoming>, exporter: &Exporter) -> Response<ResponseBody> {
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        let mut response =
+            text_response(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n".into());
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return response;
+    }
+    match request.uri().path() {
+        "/metrics" => metrics_response(request, exporter),
+        "/healthz" => text_response(StatusCode::OK, "ok\n".into()),
+        "/readyz" => readiness_response(exporter),
+        "/" => index_response(exporter),
+        _ => text_response(
+            StatusCode::NOT_FOUND,
+            "not found; see / for the endpoints\n".into(),
+        ),
+    }
+}
+
+fn metrics_response(request: &Request<Incoming>, exporter: &Exporter) -> Response<ResponseBody> {
+    let scrape = exporter.scrape();
+    let gzip = request
+        .headers()
+        .get(ACCEPT_ENCODING)
+        .is_some_and(accepts_gzip);
+    let body = if gzip {
+        ResponseBody::Parts(scrape.rendered_keys.gzip_parts(&scrape.health_text).into())
+    } else {
+        ResponseBody::Plain {
+            text: Box::new(scrape.rendered_keys.plain_text()),
+            tail: Some(Bytes::from(scrape.health_text)),
+        }
+    };
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(metrics::content_type()),
+    );
+    headers.insert(VARY, HeaderValue::from_static("Accept-Encoding"));
+    if gzip {
+        headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+    response
+}
+
+/// True when `Accept-Encoding` lists gzip with a non-zero quality.
+fn accepts_gzip(header: &HeaderValue) -> bool {
+    let Ok(text) = header.to_str() else {
+        return false;
+    };
+    text.split(',').any(|entry| {
+        let mut parts = entry.split(';');
+        let coding = parts.next().unwrap_or("").trim();
+        let refused = parts.any(|parameter| {
+            let parameter = parameter.trim();
+            parameter
+                .strip_prefix("q=")
+                .is_some_and(|quality| quality.trim().parse::<f64>().is_ok_and(|q| q <= 0.0))
+        });
+        coding.eq_ignore_ascii_case("gzip") && !refused
+    })
+}
+
+fn readiness_response(exporter: &Exporter) -> Response<ResponseBody> {
+    if exporter.is_ready() {
+        return text_response(StatusCode::OK, "ready\n".into());
+    }
+    let waiting: Vec<String> = exporter
+        .account_views()
+        .into_iter()
+        .filter(|view| view.last_success_at.is_none())
+        .map(|view| view.name)
+        .collect();
+    text_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "not ready: no complete poll yet for account(s) {}\n",
+            waiting.join(", ")
+        ),
+    )
+}
+
+fn index_response(exporter: &Exporter) -> Response<ResponseBody> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs() as i64)
+        .unwrap_or(0);
+    let mut html = String::from(concat!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>cometapi-keymon</title></head><body>\n",
+        "<h1>cometapi-keymon ",
+        env!("CARGO_PKG_VERSION"),
+        "</h1>\n<p><a href=\"/metrics\">/metrics</a> · <a href=\"/healthz\">/healthz</a> · <a href=\"/readyz\">/readyz</a></p>\n",
+        "<table border=\"1\" cellpadding=\"4\"><tr><th>account</th><th>keys</th><th>usable</th>",
+        "<th>last complete poll</th><th>last attempt</th><th>duration</th><th>last error</th></tr>\n"
+    ));
+    for view in exporter.account_views() {
+        let _ = writeln!(
+            html,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape_html(&view.name),
+            view.keys.map_or("–".into(), |keys| keys.to_string()),
+            view.usable_keys.map_or("–".into(), |keys| keys.to_string()),
+            view.last_success_at.map_or("never".into(), |at| describe_time(at, now)),
+            view.last_attempt_at.map_or("never".into(), |at| describe_time(at, now)),
+            view.last_duration.map_or("–".into(), |duration| format!("{:.2}s", duration.as_secs_f64())),
+            escape_html(view.last_error.as_deref().unwrap_or("")),
+        );
+    }
+    html.push_str("</table>\n</body></html>\n");
+    let mut response = Response::new(ResponseBody::Parts(VecDeque::from([Bytes::from(html)])));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    response
+}
+
+fn describe_time(at: i64, now: i64) -> String {
+    let when = chrono::DateTime::from_timestamp(at, 0).map_or_else(
+        || at.to_string(),
+        |time| time.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+    );
+    format!("{when} ({}s ago)", (now - at).max(0))
+}
+
+fn escape_html(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for character in text.chars() {
+        match character {
+            '<' => escaped.push_str("&lt;"),
+            '>' => escaped.push_str("&gt;"),
+            '&' => escaped.push_str("&amp;"),
+            '"' => escaped.push_str("&quot;"),
+            '\'' => escaped.push_str("&#39;"),
+            other => escaped.push(other),
+        }
+    }
+    escaped
+}
+
+fn text_response(status: StatusCode, text: String) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::Parts(VecDeque::from([Bytes::from(text)])));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// A response body: ready byte chunks, or the cached families inflated on the fly followed by
+/// the health text.
+pub enum ResponseBody {
+    Parts(VecDeque<Bytes>),
+    Plain {
+        text: Box<PlainText>,
+        tail: Option<Bytes>,
+    },
+}
+
+impl hyper::body::Body for ResponseBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _context: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let next = match self.get_mut() {
+            ResponseBody::Parts(parts) => parts.pop_front(),
+            ResponseBody::Plain { text, tail } => text.next().or_else(|| tail.take()),
+        };
+        Poll::Ready(next.map(|chunk| Ok(Frame::data(chunk))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self, ResponseBody::Parts(parts) if parts.is_empty())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ResponseBody::Parts(parts) => {
+                SizeHint::with_exact(parts.iter().map(|part| part.len() as u64).sum())
+            }
+            ResponseBody::Plain { .. } => SizeHint::default(),
+        }
+    }
+}
+
+/// The address the server is reachable at, for log lines and the demo banner.
+pub fn display_address(address: SocketAddr) -> String {
+    if address.ip().is_unspecified() {
+        format!("http://127.0.0.1:{}", address.port())
+    } else {
+        format!("http://{address}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gzip_acceptance_honours_quality_zero() {
+        let accepts = |value: &'static str| accepts_gzip(&HeaderValue::from_static(value));
+        assert!(accepts("gzip"));
+        assert!(accepts("deflate, GZIP;q=0.5"));
+        assert!(!accepts("gzip;q=0"));
+        assert!(!accepts("identity"));
+        assert!(!accepts("br, x-gzip2"));
+    }
+
+    #[test]
+    fn html_escaping_covers_markup() {
+        assert_eq!(
+            escape_html("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
+    }
+}

@@ -1,0 +1,295 @@
+//! `Exporter`: the state behind `/metrics`, `/readyz` and `/`.
+//!
+//! It owns the latest snapshot of every account, their rendered (compressed) families, and the
+//! exporter's own health metrics in a `prometheus` registry: `cometapi_up`, poll timestamps,
+//! durations, error and request counters, skipped ticks and build info. Pollers call `publish`
+//! after a complete poll and `record_failure` after a failed one; the HTTP server calls `scrape`,
+//! which only clones an `Arc` and encodes the small registry — it never waits for a poll and
+//! never walks the keys.
+
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::api::{ApiError, Endpoint, RequestObserver, POLL_ERROR_REASONS};
+use crate::exposition::{self, RenderedKeys};
+use crate::snapshot::Snapshot;
+
+/// Poll durations span one status request (tens of milliseconds) to thousands of pages behind a
+/// request budget (minutes).
+const POLL_DURATION_BUCKETS: [f64; 12] = [
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
+
+/// What `/` shows about one account.
+#[derive(Debug, Clone, Default)]
+pub struct AccountView {
+    pub name: String,
+    pub keys: Option<usize>,
+    pub usable_keys: Option<usize>,
+    pub last_success_at: Option<i64>,
+    pub last_attempt_at: Option<i64>,
+    pub last_duration: Option<Duration>,
+    /// The last failure, cleared by the next complete poll. Never contains a secret.
+    pub last_error: Option<String>,
+}
+
+/// The per-key text plus the health text of one scrape.
+pub struct Scrape {
+    pub rendered_keys: Arc<RenderedKeys>,
+    pub health_text: Vec<u8>,
+}
+
+pub struct Exporter {
+    registry: Registry,
+    up: IntGaugeVec,
+    last_success: GaugeVec,
+    poll_duration: HistogramVec,
+    poll_errors: IntCounterVec,
+    poll_skipped: IntCounterVec,
+    api_requests: IntCounterVec,
+    accounts: Mutex<Vec<AccountEntry>>,
+    rendered: RwLock<Arc<RenderedKeys>>,
+    /// Serialises re-rendering so two accounts finishing together cannot swap in an older render
+    /// after a newer one.
+    render_lock: tokio::sync::Mutex<()>,
+}
+
+struct AccountEntry {
+    view: AccountView,
+    snapshot: Option<Arc<Snapshot>>,
+}
+
+impl Exporter {
+    /// An exporter for these accounts (in the order their families are rendered).
+    pub fn new(account_names: &[String]) -> Arc<Exporter> {
+        let registry = Registry::new();
+        let up = IntGaugeVec::new(
+            Opts::new(
+                "cometapi_up",
+                "1 when the last poll of the account completed, else 0.",
+            ),
+            &["account"],
+        )
+        .expect("valid metric");
+        let last_success = GaugeVec::new(
+            Opts::new(
+                "cometapi_last_poll_success_timestamp_seconds",
+                "Unix time at which the last complete poll of the account ended.",
+            ),
+            &["account"],
+        )
+        .expect("valid metric");
+        let poll_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "cometapi_poll_duration_seconds",
+                "Duration of complete and failed polls.",
+            )
+            .buckets(POLL_DURATION_BUCKETS.to_vec()),
+            &["account"],
+        )
+        .expect("valid metric");
+        let poll_errors = IntCounterVec::new(
+            Opts::new(
+                "cometapi_poll_errors_total",
+                "Failed polls by reason; the previous snapshot keeps being served.",
+            ),
+            &["account", "reason"],
+        )
+        .expect("valid metric");
+        let poll_skipped = IntCounterVec::new(
+            Opts::new(
+                "cometapi_poll_skipped_total",
+                "Scheduled ticks skipped because the account's previous poll was still running.",
+            ),
+            &["account"],
+        )
+        .expect("valid metric");
+        let api_requests = IntCounterVec::new(
+            Opts::new("cometapi_api_requests_total", "HTTP requests to the management API by endpoint and status code (\"error\" when no response arrived)."),
+            &["account", "endpoint", "code"],
+        )
+        .expect("valid metric");
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "cometapi_build_info",
+                "Version and git revision of the running cometapi-keymon; always 1.",
+            ),
+            &["version", "revision"],
+        )
+        .expect("valid metric");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), env!("KEYMON_GIT_REVISION")])
+            .set(1);
+        for collector in [
+            Box::new(up.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(last_success.clone()),
+            Box::new(poll_duration.clone()),
+            Box::new(poll_errors.clone()),
+            Box::new(poll_skipped.clone()),
+            Box::new(api_requests.clone()),
+            Box::new(build_info),
+        ] {
+            registry
+                .register(collector)
+                .expect("metric names are unique");
+        }
+        let mut accounts = Vec::new();
+        for name in account_names {
+            up.with_label_values(&[name]).set(0);
+            poll_skipped.with_label_values(&[name]);
+            for reason in POLL_ERROR_REASONS {
+                poll_errors.with_label_values(&[name.as_str(), reason]);
+            }
+            accounts.push(AccountEntry {
+                view: AccountView {
+                    name: name.clone(),
+                    ..AccountView::default()
+                },
+                snapshot: None,
+            });
+        }
+        Arc::new(Exporter {
+            registry,
+            up,
+            last_success,
+            poll_duration,
+            poll_errors,
+            poll_skipped,
+            api_requests,
+            accounts: Mutex::new(accounts),
+            rendered: RwLock::new(Arc::new(RenderedKeys::empty())),
+            render_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Swaps in the snapshot of a complete poll, re-renders, and marks the account up.
+    pub async fn publish(&self, snapshot: Snapshot, duration: Duration) {
+        let _render_guard = self.render_lock.lock().await;
+        let account = snapshot.account.clone();
+        let completed_at = snapshot.completed_at;
+        let (keys, usable_keys) = (snapshot.keys.len(), snapshot.usable_count());
+        let snapshots = {
+            let mut accounts = self.lock_accounts();
+            if let Some(entry) = accounts.iter_mut().find(|entry| entry.view.name == account) {
+                entry.snapshot = Some(Arc::new(snapshot));
+            }
+            accounts
+                .iter()
+                .filter_map(|entry| entry.snapshot.clone())
+                .collect::<Vec<_>>()
+        };
+        let rendered = tokio::task::spawn_blocking(move || exposition::render(&snapshots))
+            .await
+            .expect("rendering does not panic");
+        *self
+            .rendered
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(rendered);
+        {
+            let mut accounts = self.lock_accounts();
+            if let Some(entry) = accounts.iter_mut().find(|entry| entry.view.name == account) {
+                entry.view.keys = Some(keys);
+                entry.view.usable_keys = Some(usable_keys);
+                entry.view.last_success_at = Some(completed_at);
+                entry.view.last_attempt_at = Some(completed_at);
+                entry.view.last_duration = Some(duration);
+                entry.view.last_error = None;
+            }
+        }
+        self.poll_duration
+            .with_label_values(&[&account])
+            .observe(duration.as_secs_f64());
+        self.last_success
+            .with_label_values(&[&account])
+            .set(completed_at as f64);
+        self.up.with_label_values(&[&account]).set(1);
+    }
+
+    /// Records a failed or incomplete poll: the previous snapshot stays, `up` goes to 0.
+    pub fn record_failure(
+        &self,
+        account: &str,
+        error: &ApiError,
+        duration: Duration,
+        attempted_at: i64,
+    ) {
+        let Some(reason) = error.reason() else { return };
+        self.poll_errors.with_label_values(&[account, reason]).inc();
+        self.poll_duration
+            .with_label_values(&[account])
+            .observe(duration.as_secs_f64());
+        self.up.with_label_values(&[account]).set(0);
+        let mut accounts = self.lock_accounts();
+        if let Some(entry) = accounts.iter_mut().find(|entry| entry.view.name == account) {
+            entry.view.last_attempt_at = Some(attempted_at);
+            entry.view.last_duration = Some(duration);
+            entry.view.last_error = Some(error.to_string());
+        }
+    }
+
+    pub fn count_skipped_tick(&self, account: &str) {
+        self.poll_skipped.with_label_values(&[account]).inc();
+    }
+
+    /// True once every account has completed at least one poll.
+    pub fn is_ready(&self) -> bool {
+        self.lock_accounts()
+            .iter()
+            .all(|entry| entry.snapshot.is_some())
+    }
+
+    pub fn account_views(&self) -> Vec<AccountView> {
+        self.lock_accounts()
+            .iter()
+            .map(|entry| entry.view.clone())
+            .collect()
+    }
+
+    pub fn snapshot(&self, account: &str) -> Option<Arc<Snapshot>> {
+        self.lock_accounts()
+            .iter()
+            .find(|entry| entry.view.name == account)
+            .and_then(|entry| entry.snapshot.clone())
+    }
+
+    pub fn scrape(&self) -> Scrape {
+        let rendered_keys = Arc::clone(
+            &self
+                .rendered
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        let mut health_text = Vec::with_capacity(4096);
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut health_text)
+            .expect("encoding into memory cannot fail");
+        Scrape {
+            rendered_keys,
+            health_text,
+        }
+    }
+
+    fn lock_accounts(&self) -> std::sync::MutexGuard<'_, Vec<AccountEntry>> {
+        self.accounts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl RequestObserver for Exporter {
+    fn observe_request(&self, account: &str, endpoint: Endpoint, code: &str) {
+        self.api_requests
+            .with_label_values(&[account, endpoint.label(), code])
+            .inc();
+    }
+}
+
+/// The content type of `/metrics`.
+pub fn content_type() -> &'static str {
+    prometheus::TEXT_FORMAT
+}

@@ -165,16 +165,23 @@ impl ApiClient {
     /// `size`.
     pub async fn list_page(&self, page: i64, page_size: i64) -> Result<ListData, ApiError> {
         let path = format!("/api/token/?p={page}&page_size={page_size}&size={page_size}");
-        self.request_data(Endpoint::List, Method::GET, &path, None, true)
+        self.request_data(Endpoint::List, Method::GET, &path, None)
             .await
     }
 
-    /// `quota_per_unit` from `GET /api/status` (unauthenticated), or the default when the server
-    /// does not say or says something unusable.
+    /// `quota_per_unit` from `GET /api/status`, or the default when the server does not say:
+    /// the field is missing or unusable, or the route does not exist (404). new-api serves the
+    /// route without authentication; the token is sent anyway because it goes to the same
+    /// origin and a patched server may want it.
     pub async fn quota_per_unit(&self) -> Result<f64, ApiError> {
-        let status: ServerStatus = self
-            .request_data(Endpoint::Status, Method::GET, "/api/status", None, false)
-            .await?;
+        let status: ServerStatus = match self
+            .request_data(Endpoint::Status, Method::GET, "/api/status", None)
+            .await
+        {
+            Ok(status) => status,
+            Err(ApiError::Http { status: 404, .. }) => ServerStatus::default(),
+            Err(error) => return Err(error),
+        };
         Ok(status
             .quota_per_unit
             .filter(|value| value.is_finite() && *value > 0.0)
@@ -188,7 +195,6 @@ impl ApiClient {
             Method::GET,
             &format!("/api/token/{id}"),
             None,
-            true,
         )
         .await
     }
@@ -209,7 +215,6 @@ impl ApiClient {
             Method::PUT,
             "/api/token/",
             Some(body),
-            true,
         )
         .await
     }
@@ -229,7 +234,6 @@ impl ApiClient {
             Method::PUT,
             "/api/token/?status_only=true",
             Some(body),
-            true,
         )
         .await
     }
@@ -238,7 +242,7 @@ impl ApiClient {
     pub async fn delete_key(&self, id: i64) -> Result<(), ApiError> {
         let path = format!("/api/token/{id}");
         let bytes = self
-            .execute(Endpoint::Delete, Method::DELETE, &path, None, true)
+            .execute(Endpoint::Delete, Method::DELETE, &path, None)
             .await?;
         decode_envelope::<serde_json::Value>(Endpoint::Delete, &bytes, self.settings.token.expose())
             .map(|_| ())
@@ -252,7 +256,7 @@ impl ApiClient {
         body: Vec<u8>,
     ) -> Result<(), ApiError> {
         let bytes = self
-            .execute(endpoint, method, path, Some(body), true)
+            .execute(endpoint, method, path, Some(body))
             .await?;
         decode_envelope::<serde_json::Value>(endpoint, &bytes, self.settings.token.expose())
             .map(|_| ())
@@ -264,10 +268,9 @@ impl ApiClient {
         method: Method,
         path: &str,
         body: Option<Vec<u8>>,
-        authenticated: bool,
     ) -> Result<T, ApiError> {
         let bytes = self
-            .execute(endpoint, method, path, body, authenticated)
+            .execute(endpoint, method, path, body)
             .await?;
         decode_envelope::<T>(endpoint, &bytes, self.settings.token.expose())?.ok_or_else(|| {
             ApiError::Decode {
@@ -284,7 +287,6 @@ impl ApiClient {
         method: Method,
         path: &str,
         body: Option<Vec<u8>>,
-        authenticated: bool,
     ) -> Result<Bytes, ApiError> {
         let mut retries_done = 0;
         loop {
@@ -292,7 +294,7 @@ impl ApiClient {
             let result = tokio::select! {
                 biased;
                 _ = self.cancel.cancelled() => Err(ApiError::Cancelled),
-                result = self.send_once(endpoint, method.clone(), path, body.clone(), authenticated) => result,
+                result = self.send_once(endpoint, method.clone(), path, body.clone()) => result,
             };
             match result {
                 Err(error) if error.is_retryable() && retries_done < self.settings.max_retries => {
@@ -318,7 +320,6 @@ impl ApiClient {
         method: Method,
         path: &str,
         body: Option<Vec<u8>>,
-        authenticated: bool,
     ) -> Result<Bytes, ApiError> {
         let url = format!("{}{}", self.settings.base_url, path);
         let mut request = self
@@ -327,11 +328,9 @@ impl ApiClient {
             .timeout(self.settings.timeout)
             .header(ACCEPT, "application/json")
             .header("Accept-Language", "en");
-        if authenticated {
-            request = request.header(AUTHORIZATION, self.authorization.clone());
-            if let Some(user_id) = self.settings.user_id {
-                request = request.header("New-Api-User", user_id.to_string());
-            }
+        request = request.header(AUTHORIZATION, self.authorization.clone());
+        if let Some(user_id) = self.settings.user_id {
+            request = request.header("New-Api-User", user_id.to_string());
         }
         if let Some(body) = body {
             request = request.header(CONTENT_TYPE, "application/json").body(body);

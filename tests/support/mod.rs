@@ -1,0 +1,263 @@
+//! Shared helpers for the integration tests: a simulator and a daemon on 127.0.0.1, scraping,
+//! and an independent parser of the Prometheus text format.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cometapi_keymon::app::{AppError, Daemon};
+use cometapi_keymon::config::{AccountConfig, Config, ConfigSource, LogConfig, LogFormat, PollConfig, PollSchedule, ServerConfig, TokenSource};
+use cometapi_keymon::metrics::Exporter;
+use cometapi_keymon::secret::Secret;
+use cometapi_keymon::simulator::{Simulator, SimulatorConfig};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub const LOOPBACK_ANY_PORT: ([u8; 4], u16) = ([127, 0, 0, 1], 0);
+
+pub async fn start_simulator(keys: usize) -> Simulator {
+    start_simulator_with(SimulatorConfig { keys, ..SimulatorConfig::default() }).await
+}
+
+pub async fn start_simulator_with(config: SimulatorConfig) -> Simulator {
+    Simulator::start(config, SocketAddr::from(LOOPBACK_ANY_PORT)).await.expect("simulator starts")
+}
+
+pub fn account_for(name: &str, simulator: &Simulator) -> AccountConfig {
+    AccountConfig {
+        name: name.into(),
+        base_url: simulator.base_url(),
+        token: Secret::new(simulator.access_token()),
+        token_source: TokenSource::Env("TEST_TOKEN".into()),
+        user_id: None,
+        requests_per_minute: 6_000,
+    }
+}
+
+/// A configuration for tests: fast timeouts, one quick retry, generous request budget.
+pub fn test_config(accounts: Vec<AccountConfig>, schedule: PollSchedule) -> Config {
+    Config {
+        server: ServerConfig {
+            listen: SocketAddr::from(LOOPBACK_ANY_PORT),
+            header_read_timeout: Duration::from_secs(5),
+            max_connections: 64,
+        },
+        poll: PollConfig {
+            schedule,
+            timeout: Duration::from_millis(1_500),
+            connect_timeout: Duration::from_millis(500),
+            requests_per_minute: 6_000,
+            max_body_bytes: 4 * 1024 * 1024,
+            max_retries: 1,
+            retry_backoff: Duration::from_millis(20),
+            max_retry_after: Duration::from_secs(2),
+        },
+        log: LogConfig { level: "info".into(), format: LogFormat::Text },
+        accounts,
+        source: ConfigSource::Environment,
+        warnings: Vec::new(),
+    }
+}
+
+pub fn every(seconds: u64) -> PollSchedule {
+    PollSchedule::Interval(Duration::from_secs(seconds))
+}
+
+pub struct TestDaemon {
+    pub address: SocketAddr,
+    pub exporter: Arc<Exporter>,
+    pub shutdown: CancellationToken,
+    pub task: JoinHandle<Result<(), AppError>>,
+}
+
+impl TestDaemon {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.address, path)
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let result = tokio::time::timeout(Duration::from_secs(8), self.task).await;
+        result.expect("daemon stops within 8 s").expect("daemon task does not panic").expect("daemon ends cleanly");
+    }
+
+    /// Plain-text scrape (no gzip), parsed.
+    pub async fn metrics(&self) -> Metrics {
+        Metrics::parse(&self.scrape_text(false).await)
+    }
+
+    pub async fn scrape_text(&self, gzip: bool) -> String {
+        let client = reqwest::Client::builder();
+        let client = if gzip { client } else { client.no_gzip() };
+        let response = client.build().unwrap().get(self.url("/metrics")).send().await.expect("scrape");
+        assert_eq!(response.status(), 200);
+        let encoding = response.headers().get("content-encoding").map(|value| value.to_str().unwrap().to_owned());
+        // reqwest strips the header when it decodes; with no_gzip the server must not compress.
+        if !gzip {
+            assert_eq!(encoding, None, "no gzip unless asked for");
+        }
+        response.text().await.expect("scrape body")
+    }
+
+    /// Waits until `condition` holds on a scrape, or panics after `timeout`.
+    pub async fn wait_for(&self, what: &str, timeout: Duration, condition: impl Fn(&Metrics) -> bool) -> Metrics {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let metrics = self.metrics().await;
+            if condition(&metrics) {
+                return metrics;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("timed out waiting for {what}; last scrape:\n{}", metrics.health_lines());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+pub async fn start_daemon(config: Config) -> TestDaemon {
+    let daemon = Daemon::bind(config).await.expect("daemon binds");
+    let address = daemon.local_addr();
+    let exporter = daemon.exporter();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(daemon.run(shutdown.clone()));
+    TestDaemon { address, exporter, shutdown, task }
+}
+
+/// One parsed exposition: series (name plus sorted labels) to value, and TYPE lines.
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    pub series: BTreeMap<Series, f64>,
+    pub types: BTreeMap<String, String>,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Series {
+    pub name: String,
+    pub labels: Vec<(String, String)>,
+}
+
+impl Series {
+    pub fn new(name: &str, labels: &[(&str, &str)]) -> Series {
+        let mut labels: Vec<(String, String)> = labels.iter().map(|(key, value)| (key.to_string(), value.to_string())).collect();
+        labels.sort();
+        Series { name: name.into(), labels }
+    }
+
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels.iter().find(|(name, _)| name == key).map(|(_, value)| value.as_str())
+    }
+}
+
+impl Metrics {
+    /// Parses the text format independently of the daemon's own writer: label values with
+    /// `\\`, `\"` and `\n` escapes, one sample per line.
+    pub fn parse(text: &str) -> Metrics {
+        let mut metrics = Metrics { text: text.to_owned(), ..Metrics::default() };
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').expect("TYPE line has a kind");
+                assert!(metrics.types.insert(name.into(), kind.into()).is_none(), "family {name} declared twice");
+                continue;
+            }
+            if line.starts_with('#') || line.is_empty() {
+                continue;
+            }
+            let (series, value) = parse_sample(line);
+            assert!(metrics.series.insert(series.clone(), value).is_none(), "duplicate series {series:?}");
+        }
+        metrics
+    }
+
+    pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.series.get(&Series::new(name, labels)).copied()
+    }
+
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.get(name, labels).unwrap_or_else(|| panic!("no series {name} {labels:?}"))
+    }
+
+    pub fn family(&self, name: &str) -> BTreeMap<Series, f64> {
+        self.series.iter().filter(|(series, _)| series.name == name).map(|(series, value)| (series.clone(), *value)).collect()
+    }
+
+    pub fn up(&self, account: &str) -> f64 {
+        self.value("cometapi_up", &[("account", account)])
+    }
+
+    pub fn errors(&self, account: &str, reason: &str) -> f64 {
+        self.value("cometapi_poll_errors_total", &[("account", account), ("reason", reason)])
+    }
+
+    /// Only the per-key families (the part that must survive a failed poll unchanged).
+    pub fn key_series(&self) -> BTreeMap<Series, f64> {
+        self.series.iter().filter(|(series, _)| series.name.starts_with("cometapi_key_")).map(|(s, v)| (s.clone(), *v)).collect()
+    }
+
+    pub fn health_lines(&self) -> String {
+        self.text.lines().filter(|line| !line.starts_with("cometapi_key_") && !line.starts_with('#')).collect::<Vec<_>>().join("\n")
+    }
+}
+
+fn parse_sample(line: &str) -> (Series, f64) {
+    let (name_end, has_labels) = match line.find(['{', ' ']) {
+        Some(index) => (index, line.as_bytes()[index] == b'{'),
+        None => panic!("sample without value: {line:?}"),
+    };
+    let name = &line[..name_end];
+    let mut labels = Vec::new();
+    let mut rest = &line[name_end..];
+    if has_labels {
+        let mut characters = rest[1..].char_indices();
+        let mut key = String::new();
+        let closing_brace;
+        loop {
+            let (index, character) = characters.next().expect("unterminated labels");
+            match character {
+                '}' => {
+                    closing_brace = index;
+                    break;
+                }
+                ',' => continue,
+                '=' => {
+                    assert_eq!(characters.next().map(|(_, c)| c), Some('"'), "label value starts with a quote: {line:?}");
+                    let mut value = String::new();
+                    loop {
+                        let (_, character) = characters.next().expect("unterminated label value");
+                        match character {
+                            '"' => break,
+                            '\\' => match characters.next().map(|(_, c)| c) {
+                                Some('\\') => value.push('\\'),
+                                Some('"') => value.push('"'),
+                                Some('n') => value.push('\n'),
+                                other => panic!("invalid escape {other:?} in {line:?}"),
+                            },
+                            '\n' => panic!("raw newline in label value"),
+                            other => value.push(other),
+                        }
+                    }
+                    labels.push((std::mem::take(&mut key), value));
+                }
+                other => key.push(other),
+            }
+        }
+        rest = &rest[1 + closing_brace + 1..];
+    }
+    let value_text = rest.trim();
+    let value = match value_text {
+        "+Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        "NaN" => f64::NAN,
+        text => text.parse().unwrap_or_else(|_| panic!("bad value {text:?} in {line:?}")),
+    };
+    labels.sort();
+    (Series { name: name.into(), labels }, value)
+}
+
+/// Unix seconds now.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}

@@ -26,6 +26,8 @@ mod render;
 mod token;
 mod validate;
 
+#[cfg(test)]
+mod tests;
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};

@@ -44,17 +44,17 @@ enum Command {
     /// Run the daemon: poll every account on schedule and serve /metrics.
     Run {
         /// TOML configuration file; without it, COMETAPI_ACCESS_TOKEN defines one account.
-        #[arg(long, short = 'c', value_name = "FILE")]
+        #[arg(long, short = 'c', value_name = "FILE", env = "KEYMON_CONFIG")]
         config: Option<PathBuf>,
     },
     /// Validate the configuration and print it with secrets redacted.
     CheckConfig {
-        #[arg(long, short = 'c', value_name = "FILE")]
+        #[arg(long, short = 'c', value_name = "FILE", env = "KEYMON_CONFIG")]
         config: Option<PathBuf>,
     },
     /// Poll every account once and print its keys.
     Scan {
-        #[arg(long, short = 'c', value_name = "FILE")]
+        #[arg(long, short = 'c', value_name = "FILE", env = "KEYMON_CONFIG")]
         config: Option<PathBuf>,
         #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Table)]
         output: OutputFormat,
@@ -256,33 +256,23 @@ fn demo(listen: SocketAddr, keys: usize) -> ExitCode {
 
 /// The configuration `demo` runs with: one account against the simulator, polled every 15 s.
 fn demo_config(listen: SocketAddr, simulator: &Simulator) -> Config {
+    // The simulator has no rate limit of its own; a generous budget keeps the demo brisk.
+    let requests_per_minute = 600;
     Config {
-        server: ServerConfig {
-            listen,
-            header_read_timeout: Duration::from_secs(10),
-            max_connections: 256,
-        },
+        server: ServerConfig { listen, ..ServerConfig::default() },
         poll: PollConfig {
             schedule: PollSchedule::Interval(Duration::from_secs(15)),
-            timeout: Duration::from_secs(10),
-            connect_timeout: Duration::from_secs(5),
-            requests_per_minute: 600,
-            max_body_bytes: 16 * 1024 * 1024,
-            max_retries: 2,
-            retry_backoff: Duration::from_millis(500),
-            max_retry_after: Duration::from_secs(300),
+            requests_per_minute,
+            ..PollConfig::default()
         },
-        log: LogConfig {
-            level: "info".into(),
-            format: LogFormat::Text,
-        },
+        log: LogConfig::default(),
         accounts: vec![AccountConfig {
             name: "demo".into(),
             base_url: simulator.base_url(),
             token: Secret::new(simulator.access_token()),
             token_source: TokenSource::Env("(built-in simulator)".into()),
             user_id: None,
-            requests_per_minute: 600,
+            requests_per_minute,
         }],
         source: ConfigSource::Environment,
         warnings: Vec::new(),

@@ -1,1 +1,0 @@
-//! Simulated management API (being written).

@@ -4,6 +4,7 @@
 //! request recording, and the response body type that can stream an oversized body or cut one
 //! short on purpose.
 
+use std::future::Future;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -37,6 +38,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// Chunk size of a generated (oversized) body.
 const FILLER_CHUNK_BYTES: usize = 64 * 1024;
 static FILLER: [u8; FILLER_CHUNK_BYTES] = [b'x'; FILLER_CHUNK_BYTES];
+/// How long a cut-short body waits between its first half and the abort.
+const CUT_SHORT_PAUSE: Duration = Duration::from_millis(50);
 
 /// The error of the service and of the body. A concrete type: with a boxed trait object, hyper's
 /// `Into<Box<dyn Error>>` bound does not hold for every lifetime once spawned.
@@ -54,8 +57,12 @@ pub(crate) enum ResponseBody {
         filler_remaining: usize,
         tail: Option<Bytes>,
     },
-    /// Sends `head`, then fails, so hyper aborts the connection before `Content-Length` is met.
-    CutShort(Option<Bytes>),
+    /// Sends `head`, pauses so hyper flushes the head and the partial body to the socket, then
+    /// fails, so hyper aborts the connection before the declared `Content-Length` is met.
+    CutShort {
+        head: Option<Bytes>,
+        pause: Option<Pin<Box<tokio::time::Sleep>>>,
+    },
 }
 
 impl ResponseBody {
@@ -91,7 +98,7 @@ impl Body for ResponseBody {
 
     fn poll_frame(
         self: Pin<&mut Self>,
-        _context: &mut Context<'_>,
+        context: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, SimulatorError>>> {
         let body = self.get_mut();
         let next = match body {
@@ -111,10 +118,19 @@ impl Body for ResponseBody {
                     tail.take().map(|tail| Ok(Frame::data(tail)))
                 }
             }
-            ResponseBody::CutShort(head) => match head.take() {
-                Some(head) => Some(Ok(Frame::data(head))),
-                None => Some(Err(deliberate_error("response body truncated"))),
-            },
+            ResponseBody::CutShort { head, pause } => {
+                if let Some(head) = head.take() {
+                    *pause = Some(Box::pin(tokio::time::sleep(CUT_SHORT_PAUSE)));
+                    Some(Ok(Frame::data(head)))
+                } else {
+                    if let Some(sleep) = pause.as_mut() {
+                        if sleep.as_mut().poll(context).is_pending() {
+                            return Poll::Pending;
+                        }
+                    }
+                    Some(Err(deliberate_error("response body truncated")))
+                }
+            }
         };
         Poll::Ready(next)
     }
@@ -127,7 +143,7 @@ impl Body for ResponseBody {
                 filler_remaining,
                 tail,
             } => head.is_none() && *filler_remaining == 0 && tail.is_none(),
-            ResponseBody::CutShort(_) => false,
+            ResponseBody::CutShort { .. } => false,
         }
     }
 
@@ -146,7 +162,7 @@ impl Body for ResponseBody {
                     + tail.as_ref().map_or(0, Bytes::len);
                 SizeHint::with_exact(length as u64)
             }
-            ResponseBody::CutShort(_) => SizeHint::default(),
+            ResponseBody::CutShort { .. } => SizeHint::default(),
         }
     }
 }
@@ -473,7 +489,10 @@ async fn process_api(inner: &Inner, context: ApiContext<'_>) -> Outcome {
         let half = full.slice(..full.len() / 2);
         return Outcome::Respond {
             answer,
-            body: ResponseBody::CutShort(Some(half)),
+            body: ResponseBody::CutShort {
+                head: Some(half),
+                pause: None,
+            },
         };
     }
     respond(answer)

@@ -22,7 +22,7 @@ mod token;
 mod tests;
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -259,6 +259,18 @@ pub(crate) fn unix_now() -> i64 {
         .map_or(0, |elapsed| elapsed.as_secs() as i64)
 }
 
+/// `address` with a wildcard IP (`0.0.0.0`, `::`) replaced by loopback.
+fn connectable(address: SocketAddr) -> SocketAddr {
+    let mut address = address;
+    if address.ip().is_unspecified() {
+        address.set_ip(match address.ip() {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        });
+    }
+    address
+}
+
 /// A running simulated server. Cheap to clone; every clone controls the same server.
 #[derive(Clone)]
 pub struct Simulator {
@@ -293,7 +305,7 @@ impl Simulator {
                 quota_per_unit: config.quota_per_unit,
                 max_tokens_per_user: config.max_tokens_per_user,
                 redis_mode: config.redis_mode,
-                server_address: format!("http://{address}"),
+                server_address: format!("http://{}", connectable(address)),
                 started_at: now,
             },
             state: Mutex::new(state),
@@ -316,9 +328,10 @@ impl Simulator {
         self.inner.address
     }
 
-    /// `http://IP:PORT`, without a trailing slash.
+    /// `http://127.0.0.1:PORT`, without a trailing slash (a wildcard listen address is replaced
+    /// by the loopback address of the same family, so the URL is always connectable).
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.inner.address)
+        format!("http://{}", connectable(self.inner.address))
     }
 
     pub fn access_token(&self) -> String {
@@ -392,11 +405,14 @@ impl Simulator {
     }
 
     /// Background traffic for `demo`: every `every`, consumes a little quota from three random
-    /// keys of the owner and, on every tenth tick, refunds a little to one. Stops when `shutdown`
-    /// is cancelled or the server shuts down. Must be called inside a Tokio runtime.
+    /// keys of the owner and, on every tenth tick, refunds a little to one. The hand-made
+    /// edge-case records at the start of the population are left alone (unless nothing else
+    /// exists), so the demo keeps showing them. Stops when `shutdown` is cancelled or the server
+    /// shuts down. Must be called inside a Tokio runtime.
     pub fn spawn_traffic(&self, every: Duration, shutdown: CancellationToken) {
         let inner = self.inner.clone();
         let every = every.max(Duration::from_millis(1));
+        let first_ordinary_id = FIRST_SEEDED_ID + seed::edge_case_count() as i64;
         tokio::spawn(async move {
             let mut generator = SplitMix64::new(inner.seed ^ 0x7472_6166_6669_6321);
             let mut ticker = tokio::time::interval(every);
@@ -412,20 +428,25 @@ impl Simulator {
                 let now = unix_now();
                 let redis_mode = inner.settings.redis_mode;
                 let mut state = inner.lock_state();
-                let ids = state.store.ids_for_user(inner.settings.user_id);
-                if ids.is_empty() {
+                let all_ids = state.store.ids_for_user(inner.settings.user_id);
+                let ordinary_start = all_ids.partition_point(|id| *id < first_ordinary_id);
+                let candidates = if ordinary_start < all_ids.len() {
+                    &all_ids[ordinary_start..]
+                } else {
+                    all_ids
+                };
+                if candidates.is_empty() {
                     continue;
                 }
-                let chosen: Vec<i64> = (0..3).map(|_| *generator.pick(ids)).collect();
-                for id in chosen {
-                    let cost = generator.between(100, 20_000);
-                    let _ = state.store.consume(id, cost, now, redis_mode);
-                }
+                let mut chosen: Vec<(i64, i64)> = (0..3)
+                    .map(|_| (*generator.pick(candidates), generator.between(100, 20_000)))
+                    .collect();
                 if tick % 10 == 0 {
-                    let ids = state.store.ids_for_user(inner.settings.user_id);
-                    let id = *generator.pick(ids);
-                    let refund = generator.between(50, 5_000);
-                    let _ = state.store.consume(id, -refund, now, redis_mode);
+                    chosen.push((*generator.pick(candidates), -generator.between(50, 5_000)));
+                }
+                for (id, quota) in chosen {
+                    // A refused relay request is part of the traffic, not an error.
+                    let _ = state.store.consume(id, quota, now, redis_mode);
                 }
             }
         });

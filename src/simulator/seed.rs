@@ -50,6 +50,11 @@ pub fn seed_tokens(config: &SimulatorConfig, now: i64) -> Vec<SimToken> {
     tokens
 }
 
+/// How many hand-made edge-case records open the population (ids `FIRST_SEEDED_ID..`).
+pub(crate) fn edge_case_count() -> usize {
+    edge_cases(0).len()
+}
+
 /// Spreads creation over the last ~400 days, in id order, with some jitter, never later than an
 /// hour ago.
 fn creation_time(index: usize, population: usize, now: i64, generator: &mut SplitMix64) -> i64 {

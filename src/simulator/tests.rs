@@ -1420,6 +1420,8 @@ async fn traffic_moves_quotas_until_cancelled() {
     let total_used =
         |api: &Api| -> i64 { api.simulator.tokens().iter().map(|t| t.used_quota).sum() };
     let before = total_used(&api);
+    let edge_cases_before: Vec<SimToken> =
+        api.simulator.tokens()[..seed::edge_case_count()].to_vec();
     let stop = CancellationToken::new();
     api.simulator
         .spawn_traffic(Duration::from_millis(5), stop.clone());
@@ -1428,8 +1430,28 @@ async fn traffic_moves_quotas_until_cancelled() {
     tokio::time::sleep(Duration::from_millis(20)).await;
     let after = total_used(&api);
     assert_ne!(before, after);
+    for seeded in &edge_cases_before {
+        let current = api
+            .simulator
+            .token(seeded.id)
+            .expect("edge case still there");
+        assert_eq!(&current, seeded, "edge case {:?} left alone", current.name);
+    }
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(after, total_used(&api), "stopped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wildcard_listen_address_still_gives_a_loopback_base_url() {
+    let listen = "0.0.0.0:0".parse().expect("literal address");
+    let simulator = Simulator::start(config(1), listen).await.expect("starts");
+    let base_url = simulator.base_url();
+    assert!(base_url.starts_with("http://127.0.0.1:"), "{base_url}");
+    let status = reqwest::get(format!("{base_url}/api/status"))
+        .await
+        .expect("reachable");
+    assert_eq!(status.status().as_u16(), 200);
+    simulator.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -301,6 +301,38 @@ async fn search_matches_exactly_unless_percent_is_used() {
         ]
     );
     assert_eq!(fuzzy.json()["data"]["total"], 2);
+    for _ in 2..10 {
+        assert_eq!(api.get("/api/token/search?keyword=x").await.status, 200);
+    }
+    let limited = api.get("/api/token/search?keyword=x").await;
+    assert_eq!((limited.status, limited.body.as_str()), (429, ""));
+    assert_eq!(limited.header("retry-after"), Some("60"));
+    assert_eq!(
+        api.get("/api/token/").await.status,
+        200,
+        "only search is limited"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_key_reveal_validates_the_id_list() {
+    let api = Api::start(config(3)).await;
+    let empty = api
+        .with_body(Method::POST, "/api/token/batch/keys", r#"{"ids":[]}"#)
+        .await;
+    assert_eq!(empty.body, failure("Invalid parameters"));
+    let ids: Vec<String> = (0..101).map(|id| id.to_string()).collect();
+    let too_many = api
+        .with_body(
+            Method::POST,
+            "/api/token/batch/keys",
+            &format!("{{\"ids\":[{}]}}", ids.join(",")),
+        )
+        .await;
+    assert_eq!(
+        too_many.body,
+        failure("Too many items in batch request, maximum is 100")
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,0 +1,468 @@
+//! The simulated management API: an in-process HTTP server that behaves like the newest new-api
+//! server (NA-latest in `shared/reference/management-api.md`), quirks included, seeded with a
+//! deterministic population of keys that holds every edge case, with fault injection and a
+//! simulated relay (`consume`) that moves quotas and flips statuses lazily like the real thing.
+//!
+//! Used by `cometapi-keymon demo`, by the integration tests (over real loopback sockets) and by
+//! the benchmarks (up to 100 000 keys; a list page costs O(page)).
+//!
+//! Layout: `token` (the record and key masking), `seed` (the population), `store` (state,
+//! consumption, limiters, faults), `json` (Go-compatible JSON in and out), `routes` (routing, auth,
+//! controllers), `server` (hyper plumbing), `random` (SplitMix64).
+
+mod json;
+mod random;
+mod routes;
+mod seed;
+mod server;
+mod store;
+mod token;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use seed::{seed_tokens, FIRST_SEEDED_ID};
+pub use token::{
+    mask_token_key, SimToken, STATUS_DISABLED, STATUS_ENABLED, STATUS_EXHAUSTED, STATUS_EXPIRED,
+};
+
+use random::SplitMix64;
+use store::{SharedState, Store};
+
+/// How the server authenticates management requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuthMode {
+    /// new-api ≥ 2026-07-20: raw or `Bearer` (any case) PAT; failures are 401 with a `code`;
+    /// `New-Api-User` ignored.
+    #[default]
+    V2,
+    /// new-api 2024-07 … 2026-07-19: only the exact `"Bearer "` is stripped, an unknown PAT is
+    /// HTTP 200 `success:false`, `New-Api-User` must equal the owner's id.
+    Legacy,
+}
+
+/// A global per-client-IP limit over every `/api/*` route (`GlobalAPIRateLimit`), sliding log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub requests: u32,
+    pub window: Duration,
+    /// Send `Retry-After: <window seconds>` with the 429 (NA-latest does; older versions don't).
+    pub send_retry_after: bool,
+}
+
+/// Start-up configuration of a [`Simulator`].
+#[derive(Clone, PartialEq)]
+pub struct SimulatorConfig {
+    /// Size of the seeded population.
+    pub keys: usize,
+    /// Seed of the population (same seed and clock → same records).
+    pub seed: u64,
+    /// The personal access token the server accepts.
+    pub access_token: String,
+    /// Owner of every seeded key, and the user the access token belongs to.
+    pub user_id: i64,
+    pub auth_mode: AuthMode,
+    /// Mask keys in list/get/search/update answers (new-api ≥ 2026-03-08).
+    pub mask_keys: bool,
+    pub rate_limit: Option<RateLimit>,
+    /// Quota units per US dollar, reported by `GET /api/status`; also sets the create/update
+    /// maximum (`1e9 × quota_per_unit`).
+    pub quota_per_unit: f64,
+    /// Create refuses once the owner has this many keys.
+    pub max_tokens_per_user: usize,
+    /// With Redis the server never writes the lazy status flips (3/4).
+    pub redis_mode: bool,
+}
+
+impl Default for SimulatorConfig {
+    fn default() -> SimulatorConfig {
+        SimulatorConfig {
+            keys: 1_200,
+            seed: 7,
+            access_token: SplitMix64::from_entropy().alphanumeric(32),
+            user_id: 5678,
+            auth_mode: AuthMode::V2,
+            mask_keys: true,
+            rate_limit: None,
+            quota_per_unit: 500_000.0,
+            max_tokens_per_user: 1_000,
+            redis_mode: false,
+        }
+    }
+}
+
+impl fmt::Debug for SimulatorConfig {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("SimulatorConfig")
+            .field("keys", &self.keys)
+            .field("seed", &self.seed)
+            .field("access_token", &"**redacted**")
+            .field("user_id", &self.user_id)
+            .field("auth_mode", &self.auth_mode)
+            .field("mask_keys", &self.mask_keys)
+            .field("rate_limit", &self.rate_limit)
+            .field("quota_per_unit", &self.quota_per_unit)
+            .field("max_tokens_per_user", &self.max_tokens_per_user)
+            .field("redis_mode", &self.redis_mode)
+            .finish()
+    }
+}
+
+/// One HTTP request the simulator received.
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    pub method: String,
+    /// The raw (not percent-decoded) path.
+    pub path: String,
+    pub query: Option<String>,
+    /// The request body (lossy UTF-8).
+    pub body: String,
+    pub authorization_present: bool,
+    pub new_api_user: Option<String>,
+    /// The status answered; 0 when the connection was dropped on purpose (`CloseConnection`).
+    pub status: u16,
+    /// When the request arrived.
+    pub at: Instant,
+}
+
+/// Which requests a fault applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultEndpoint {
+    /// Every routed `/api` request (including search and key reveal).
+    Any,
+    /// `GET /api/token/`.
+    List,
+    /// `GET /api/status`.
+    Status,
+    /// `GET /api/token/:id`.
+    Get,
+    /// `POST /api/token/`.
+    Create,
+    /// `PUT /api/token/`.
+    Update,
+    /// `DELETE /api/token/:id` and `POST /api/token/batch`.
+    Delete,
+}
+
+/// How many matching requests a fault applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultTimes {
+    Once,
+    Times(u32),
+    /// Until `clear_faults()`.
+    Always,
+}
+
+/// What happens to a matching request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FaultKind {
+    /// Answer this status and body (`Content-Type` guessed from the body: JSON, HTML or text;
+    /// none when empty) and optionally `Retry-After`.
+    HttpStatus {
+        status: u16,
+        body: String,
+        retry_after: Option<u64>,
+    },
+    /// Sleep, then answer normally.
+    Delay(Duration),
+    /// 200 with a JSON content type and a body that is not JSON.
+    MalformedJson,
+    /// 200 with valid JSON of the wrong shape (`"items":"nope"`, string numbers).
+    WrongShape,
+    /// The normal answer with its full `Content-Length` declared, but only the first half sent
+    /// before the connection is closed.
+    TruncatedBody,
+    /// 200 with a body of exactly `bytes` bytes, streamed (valid JSON if `bytes` ≥ 90).
+    Oversized { bytes: usize },
+    /// 200 `{"message":…,"success":false}`.
+    SuccessFalse { message: String },
+    /// Read the request, then close the connection without answering.
+    CloseConnection,
+    /// Answer normally, then soft-delete the `delete` oldest keys and create `create` new ones,
+    /// so the offsets of the next page shift.
+    Churn { create: usize, delete: usize },
+}
+
+/// A fault to inject; checked after routing and authentication.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fault {
+    pub endpoint: FaultEndpoint,
+    /// Only list requests whose parsed `p` equals this.
+    pub page: Option<i64>,
+    pub times: FaultTimes,
+    pub kind: FaultKind,
+}
+
+/// Why a simulated relay request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayRejection {
+    /// Status 2 or any value other than 1, 3, 4.
+    Disabled,
+    /// Status 3, or past `expired_time` (flips the status to 3 unless `redis_mode`).
+    Expired,
+    /// Status 4, or a limited key with `remain_quota <= 0` (flips to 4 unless `redis_mode`).
+    Exhausted,
+    NotFound,
+}
+
+/// The configuration the request path reads (immutable after start).
+pub(crate) struct Settings {
+    pub(crate) access_token: String,
+    pub(crate) user_id: i64,
+    pub(crate) auth_mode: AuthMode,
+    pub(crate) mask_keys: bool,
+    pub(crate) quota_per_unit: f64,
+    pub(crate) max_tokens_per_user: usize,
+    pub(crate) redis_mode: bool,
+    pub(crate) server_address: String,
+    pub(crate) started_at: i64,
+}
+
+impl Settings {
+    /// `int(1000000000 * common.QuotaPerUnit)`.
+    pub(crate) fn max_quota(&self) -> i64 {
+        (1_000_000_000.0 * self.quota_per_unit) as i64
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) settings: Settings,
+    state: Mutex<SharedState>,
+    pub(crate) shutdown: CancellationToken,
+    address: SocketAddr,
+    seed: u64,
+}
+
+impl Inner {
+    /// The state lock; a poisoned lock is recovered (the state stays usable for a simulator).
+    pub(crate) fn lock_state(&self) -> MutexGuard<'_, SharedState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Current unix time in seconds.
+pub(crate) fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs() as i64)
+}
+
+/// `address` with a wildcard IP (`0.0.0.0`, `::`) replaced by loopback.
+fn connectable(address: SocketAddr) -> SocketAddr {
+    let mut address = address;
+    if address.ip().is_unspecified() {
+        address.set_ip(match address.ip() {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        });
+    }
+    address
+}
+
+/// A running simulated server. Cheap to clone; every clone controls the same server.
+#[derive(Clone)]
+pub struct Simulator {
+    inner: Arc<Inner>,
+    server_task: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl fmt::Debug for Simulator {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("Simulator")
+            .field("address", &self.inner.address)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Simulator {
+    /// Seeds the population and starts serving on `listen` (`127.0.0.1:0` picks a free port).
+    pub async fn start(config: SimulatorConfig, listen: SocketAddr) -> std::io::Result<Simulator> {
+        let listener = TcpListener::bind(listen).await?;
+        let address = listener.local_addr()?;
+        let now = unix_now();
+        let seeded = seed_tokens(&config, now);
+        let first_free_id = FIRST_SEEDED_ID + seeded.len() as i64;
+        let state = SharedState::new(Store::new(seeded, first_free_id), config.rate_limit);
+        let inner = Arc::new(Inner {
+            settings: Settings {
+                access_token: config.access_token,
+                user_id: config.user_id,
+                auth_mode: config.auth_mode,
+                mask_keys: config.mask_keys,
+                quota_per_unit: config.quota_per_unit,
+                max_tokens_per_user: config.max_tokens_per_user,
+                redis_mode: config.redis_mode,
+                server_address: format!("http://{}", connectable(address)),
+                started_at: now,
+            },
+            state: Mutex::new(state),
+            shutdown: CancellationToken::new(),
+            address,
+            seed: config.seed,
+        });
+        let task = tokio::spawn(server::serve(
+            listener,
+            inner.clone(),
+            inner.shutdown.clone(),
+        ));
+        Ok(Simulator {
+            inner,
+            server_task: Arc::new(Mutex::new(Some(task))),
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.inner.address
+    }
+
+    /// `http://127.0.0.1:PORT`, without a trailing slash (a wildcard listen address is replaced
+    /// by the loopback address of the same family, so the URL is always connectable).
+    pub fn base_url(&self) -> String {
+        format!("http://{}", connectable(self.inner.address))
+    }
+
+    pub fn access_token(&self) -> String {
+        self.inner.settings.access_token.clone()
+    }
+
+    pub fn quota_per_unit(&self) -> f64 {
+        self.inner.settings.quota_per_unit
+    }
+
+    /// Every live record (all owners), full keys, ascending id.
+    pub fn tokens(&self) -> Vec<SimToken> {
+        self.inner.lock_state().store.all().cloned().collect()
+    }
+
+    pub fn token(&self, id: i64) -> Option<SimToken> {
+        self.inner.lock_state().store.get(id).cloned()
+    }
+
+    /// Inserts a record directly (no API checks, no defaults except: an empty `key` gets a fresh
+    /// generated one). `token.id` is ignored; the new id is returned. `user_id` is kept as given,
+    /// so a record of another user is invisible to the API, like on the real server.
+    pub fn insert_token(&self, token: SimToken) -> i64 {
+        self.inner.lock_state().store.insert(token)
+    }
+
+    /// Edits a record directly; `false` when there is no live record `id`. The id cannot change.
+    pub fn update_token(&self, id: i64, edit: impl FnOnce(&mut SimToken)) -> bool {
+        self.inner.lock_state().store.edit(id, edit)
+    }
+
+    /// Soft-deletes a record (the id is never reused).
+    pub fn delete_token(&self, id: i64) -> bool {
+        self.inner.lock_state().store.remove(id)
+    }
+
+    /// One simulated relay request on key `id` costing `quota` (negative = refund), with the
+    /// server's runtime rules: see [`RelayRejection`]; the overdrawing request is admitted,
+    /// unlimited keys are decremented too.
+    pub fn consume(&self, id: i64, quota: i64) -> Result<(), RelayRejection> {
+        let redis_mode = self.inner.settings.redis_mode;
+        self.inner
+            .lock_state()
+            .store
+            .consume(id, quota, unix_now(), redis_mode)
+    }
+
+    /// Every HTTP request received, in the order they were answered.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.inner.lock_state().requests.clone()
+    }
+
+    pub fn clear_requests(&self) {
+        self.inner.lock_state().requests.clear();
+    }
+
+    /// Queues a fault; queued faults are tried in the order they were pushed.
+    pub fn push_fault(&self, fault: Fault) {
+        self.inner.lock_state().push_fault(fault);
+    }
+
+    pub fn clear_faults(&self) {
+        self.inner.lock_state().faults.clear();
+    }
+
+    /// Replaces the global rate limit and forgets the requests counted so far.
+    pub fn set_rate_limit(&self, rate_limit: Option<RateLimit>) {
+        let mut state = self.inner.lock_state();
+        state.rate_limit = rate_limit;
+        state.global_limiter.clear();
+    }
+
+    /// Background traffic for `demo`: every `every`, consumes a little quota from three random
+    /// keys of the owner and, on every tenth tick, refunds a little to one. The hand-made
+    /// edge-case records at the start of the population are left alone (unless nothing else
+    /// exists), so the demo keeps showing them. Stops when `shutdown` is cancelled or the server
+    /// shuts down. Must be called inside a Tokio runtime.
+    pub fn spawn_traffic(&self, every: Duration, shutdown: CancellationToken) {
+        let inner = self.inner.clone();
+        let every = every.max(Duration::from_millis(1));
+        let first_ordinary_id = FIRST_SEEDED_ID + seed::edge_case_count() as i64;
+        tokio::spawn(async move {
+            let mut generator = SplitMix64::new(inner.seed ^ 0x7472_6166_6669_6321);
+            let mut ticker = tokio::time::interval(every);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut tick: u64 = 0;
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = inner.shutdown.cancelled() => break,
+                    _ = ticker.tick() => {}
+                }
+                tick += 1;
+                let now = unix_now();
+                let redis_mode = inner.settings.redis_mode;
+                let mut state = inner.lock_state();
+                let all_ids = state.store.ids_for_user(inner.settings.user_id);
+                let ordinary_start = all_ids.partition_point(|id| *id < first_ordinary_id);
+                let candidates = if ordinary_start < all_ids.len() {
+                    &all_ids[ordinary_start..]
+                } else {
+                    all_ids
+                };
+                if candidates.is_empty() {
+                    continue;
+                }
+                let mut chosen: Vec<(i64, i64)> = (0..3)
+                    .map(|_| (*generator.pick(candidates), generator.between(100, 20_000)))
+                    .collect();
+                if tick % 10 == 0 {
+                    chosen.push((*generator.pick(candidates), -generator.between(50, 5_000)));
+                }
+                for (id, quota) in chosen {
+                    // A refused relay request is part of the traffic, not an error.
+                    let _ = state.store.consume(id, quota, now, redis_mode);
+                }
+            }
+        });
+    }
+
+    /// Stops accepting, closes the listener, and waits (up to a few seconds) for open
+    /// connections to finish.
+    pub async fn shutdown(self) {
+        self.inner.shutdown.cancel();
+        let task = self
+            .server_task
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+}

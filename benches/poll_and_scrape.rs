@@ -31,9 +31,19 @@ struct Figures {
 }
 
 fn main() {
-    let sizes: Vec<usize> = std::env::args().skip(1).filter_map(|argument| argument.parse().ok()).collect();
-    let sizes = if sizes.is_empty() { vec![1_000, 10_000, 100_000] } else { sizes };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let sizes: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|argument| argument.parse().ok())
+        .collect();
+    let sizes = if sizes.is_empty() {
+        vec![1_000, 10_000, 100_000]
+    } else {
+        sizes
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let mut results = Vec::new();
     for keys in sizes {
         results.push(runtime.block_on(measure(keys)));
@@ -63,7 +73,11 @@ fn main() {
 async fn measure(keys: usize) -> Figures {
     eprintln!("seeding a simulated account with {keys} keys ...");
     let simulator = Simulator::start(
-        SimulatorConfig { keys, max_tokens_per_user: usize::MAX, ..SimulatorConfig::default() },
+        SimulatorConfig {
+            keys,
+            max_tokens_per_user: usize::MAX,
+            ..SimulatorConfig::default()
+        },
         SocketAddr::from(([127, 0, 0, 1], 0)),
     )
     .await
@@ -71,7 +85,11 @@ async fn measure(keys: usize) -> Figures {
     let directory = tempfile::tempdir().unwrap();
     let token_file = directory.path().join("token");
     std::fs::write(&token_file, simulator.access_token()).unwrap();
-    std::fs::set_permissions(&token_file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(
+        &token_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     let config = directory.path().join("bench.toml");
     std::fs::write(
         &config,
@@ -102,21 +120,47 @@ async fn measure(keys: usize) -> Figures {
     let address = loop {
         let text = log.lock().unwrap().clone();
         if let Some(start) = text.find("address=http://") {
-            break text[start + "address=".len()..].chars().take_while(|c| !c.is_whitespace()).collect::<String>();
+            break text[start + "address=".len()..]
+                .chars()
+                .take_while(|c| !c.is_whitespace())
+                .collect::<String>();
         }
-        assert!(child.try_wait().unwrap().is_none(), "daemon exited:\n{text}");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "daemon exited:\n{text}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let plain = reqwest::Client::builder().no_gzip().build().unwrap();
     let gzip = reqwest::Client::builder().no_gzip().build().unwrap();
     let started = Instant::now();
-    while plain.get(format!("{address}/readyz")).send().await.unwrap().status() != 200 {
-        assert!(started.elapsed() < Duration::from_secs(600), "the first poll did not finish");
+    while plain
+        .get(format!("{address}/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        != 200
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "the first poll did not finish"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    let text = plain.get(format!("{address}/metrics")).send().await.unwrap().text().await.unwrap();
-    let poll_seconds = sample(&text, "cometapi_poll_duration_seconds_sum{account=\"bench\"}");
+    let text = plain
+        .get(format!("{address}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let poll_seconds = sample(
+        &text,
+        "cometapi_poll_duration_seconds_sum{account=\"bench\"}",
+    );
     let series = text.lines().filter(|line| !line.starts_with('#')).count();
     let requests = simulator.requests().len();
 
@@ -139,12 +183,21 @@ async fn measure(keys: usize) -> Figures {
     let mut plain_timings = Vec::new();
     for _ in 0..30 {
         let start = Instant::now();
-        let body = plain.get(format!("{address}/metrics")).send().await.unwrap().bytes().await.unwrap();
+        let body = plain
+            .get(format!("{address}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
         plain_timings.push(start.elapsed().as_secs_f64() * 1e3);
         assert_eq!(body.len(), text.len());
     }
     let peak_rss_mib = peak_rss_kib(child.id()) as f64 / 1024.0;
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
     let _ = child.wait();
     simulator.shutdown().await;
     let (gzip_median_ms, gzip_p99_ms) = median_and_p99(&mut gzip_timings);

@@ -28,7 +28,7 @@ use crate::{report, shutdown};
 const VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
     " (",
-    env!("KEYMON_GIT_REVISION"),
+    env!("BUILD_GIT_REVISION"),
     ")"
 );
 
@@ -259,7 +259,10 @@ fn demo_config(listen: SocketAddr, simulator: &Simulator) -> Config {
     // The simulator has no rate limit of its own; a generous budget keeps the demo brisk.
     let requests_per_minute = 600;
     Config {
-        server: ServerConfig { listen, ..ServerConfig::default() },
+        server: ServerConfig {
+            listen,
+            ..ServerConfig::default()
+        },
         poll: PollConfig {
             schedule: PollSchedule::Interval(Duration::from_secs(15)),
             requests_per_minute,
@@ -293,9 +296,12 @@ fn init_tracing(log: &LogConfig) {
             log.level
         ))
     });
+    // Colours only on a terminal: journald and log files must not get escape codes.
+    let colours = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(colours);
     let _ = match log.format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

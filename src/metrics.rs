@@ -123,7 +123,7 @@ impl Exporter {
         )
         .expect("valid metric");
         build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION"), env!("KEYMON_GIT_REVISION")])
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), env!("BUILD_GIT_REVISION")])
             .set(1);
         for collector in [
             Box::new(up.clone()) as Box<dyn prometheus::core::Collector>,

@@ -24,7 +24,11 @@ impl DaemonProcess {
     /// Starts `cometapi-keymon run` and waits until it logs its listen address.
     fn start(arguments: &[&str], environment: &[(&str, &str)]) -> DaemonProcess {
         let mut command = Command::new(BINARY);
-        command.args(arguments).env_remove("RUST_LOG").stdout(Stdio::null()).stderr(Stdio::piped());
+        command
+            .args(arguments)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         for (key, value) in environment {
             command.env(key, value);
         }
@@ -43,19 +47,32 @@ impl DaemonProcess {
         loop {
             let text = stderr.lock().unwrap().clone();
             if let Some(start) = text.find("address=http://") {
-                let address: String = text[start + "address=".len()..].chars().take_while(|c| !c.is_whitespace()).collect();
-                return DaemonProcess { child, address, stderr };
+                let address: String = text[start + "address=".len()..]
+                    .chars()
+                    .take_while(|c| !c.is_whitespace())
+                    .collect();
+                return DaemonProcess {
+                    child,
+                    address,
+                    stderr,
+                };
             }
             if let Ok(Some(status)) = child.try_wait() {
                 panic!("daemon exited early with {status}:\n{text}");
             }
-            assert!(Instant::now() < deadline, "daemon did not log its address:\n{text}");
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not log its address:\n{text}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 
     fn signal(&self, signal: &str) {
-        let status = Command::new("kill").args([signal, &self.child.id().to_string()]).status().unwrap();
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
         assert!(status.success());
     }
 
@@ -66,7 +83,11 @@ impl DaemonProcess {
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 std::thread::sleep(Duration::from_millis(100));
-                return (status.success(), started.elapsed(), self.stderr.lock().unwrap().clone());
+                return (
+                    status.success(),
+                    started.elapsed(),
+                    self.stderr.lock().unwrap().clone(),
+                );
             }
             if started.elapsed() > Duration::from_secs(15) {
                 let _ = self.child.kill();
@@ -77,7 +98,14 @@ impl DaemonProcess {
     }
 
     async fn get(&self, path: &str) -> (u16, String) {
-        let response = reqwest::Client::builder().no_gzip().build().unwrap().get(format!("{}{path}", self.address)).send().await.unwrap();
+        let response = reqwest::Client::builder()
+            .no_gzip()
+            .build()
+            .unwrap()
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .unwrap();
         (response.status().as_u16(), response.text().await.unwrap())
     }
 
@@ -89,7 +117,11 @@ impl DaemonProcess {
             if condition(&metrics) {
                 return metrics;
             }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}:\n{}", metrics.health_lines());
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}:\n{}",
+                metrics.health_lines()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -117,7 +149,10 @@ fn write_config(directory: &Path, simulator: &Simulator, extra_poll: &str) -> Pa
 
 fn run_to_end(arguments: &[&str], environment: &[(&str, &str)]) -> (i32, String, String) {
     let mut command = Command::new(BINARY);
-    command.args(arguments).env_remove("RUST_LOG").env_remove("COMETAPI_ACCESS_TOKEN");
+    command
+        .args(arguments)
+        .env_remove("RUST_LOG")
+        .env_remove("COMETAPI_ACCESS_TOKEN");
     for (key, value) in environment {
         command.env(key, value);
     }
@@ -133,25 +168,66 @@ fn run_to_end(arguments: &[&str], environment: &[(&str, &str)]) -> (i32, String,
 fn bad_configurations_exit_2_naming_the_file_and_the_key() {
     let directory = tempfile::tempdir().unwrap();
     let token_file = write_token_file(directory.path(), "tok-ABCDEFGHIJKLMNOP");
-    let account = format!("[[accounts]]\nname = \"main\"\ntoken_file = \"{}\"\n", token_file.display());
+    let account = format!(
+        "[[accounts]]\nname = \"main\"\ntoken_file = \"{}\"\n",
+        token_file.display()
+    );
     let cases = [
-        ("unknown key", format!("[poll]\nintervall = \"60s\"\n{account}"), "intervall"),
-        ("bad duration", format!("[poll]\ninterval = \"ten\"\n{account}"), "interval"),
-        ("five-field cron", format!("[poll]\ncron = \"*/5 * * * *\"\n{account}"), "cron"),
-        ("missing token file", "[[accounts]]\nname = \"main\"\ntoken_file = \"/nonexistent/token\"\n".to_owned(), "/nonexistent/token"),
+        (
+            "unknown key",
+            format!("[poll]\nintervall = \"60s\"\n{account}"),
+            "intervall",
+        ),
+        (
+            "bad duration",
+            format!("[poll]\ninterval = \"ten\"\n{account}"),
+            "interval",
+        ),
+        (
+            "five-field cron",
+            format!("[poll]\ncron = \"*/5 * * * *\"\n{account}"),
+            "cron",
+        ),
+        (
+            "missing token file",
+            "[[accounts]]\nname = \"main\"\ntoken_file = \"/nonexistent/token\"\n".to_owned(),
+            "/nonexistent/token",
+        ),
         ("duplicate account", format!("{account}{account}"), "main"),
-        ("inline token", "[[accounts]]\nname = \"main\"\ntoken = \"tok-INLINE-SECRET\"\n".to_owned(), "token"),
+        (
+            "inline token",
+            "[[accounts]]\nname = \"main\"\ntoken = \"tok-INLINE-SECRET\"\n".to_owned(),
+            "token",
+        ),
     ];
     for (what, text, key) in cases {
-        let path = directory.path().join(format!("{}.toml", what.replace(' ', "-")));
+        let path = directory
+            .path()
+            .join(format!("{}.toml", what.replace(' ', "-")));
         std::fs::write(&path, &text).unwrap();
         for subcommand in ["run", "check-config"] {
-            let (code, stdout, stderr) = run_to_end(&[subcommand, "--config", path.to_str().unwrap()], &[]);
-            assert_eq!(code, 2, "{what} ({subcommand}): stdout {stdout}\nstderr {stderr}");
-            assert!(stderr.contains(path.to_str().unwrap()), "{what}: the message names the file: {stderr}");
-            assert!(stderr.contains(key), "{what}: the message names {key:?}: {stderr}");
-            assert!(stderr.lines().count() <= 3, "{what}: short message: {stderr}");
-            assert!(!stderr.contains("tok-INLINE-SECRET") && !stderr.contains("tok-ABCDEFGHIJKLMNOP"), "{what}: no secret: {stderr}");
+            let (code, stdout, stderr) =
+                run_to_end(&[subcommand, "--config", path.to_str().unwrap()], &[]);
+            assert_eq!(
+                code, 2,
+                "{what} ({subcommand}): stdout {stdout}\nstderr {stderr}"
+            );
+            assert!(
+                stderr.contains(path.to_str().unwrap()),
+                "{what}: the message names the file: {stderr}"
+            );
+            assert!(
+                stderr.contains(key),
+                "{what}: the message names {key:?}: {stderr}"
+            );
+            assert!(
+                stderr.lines().count() <= 3,
+                "{what}: short message: {stderr}"
+            );
+            assert!(
+                !stderr.contains("tok-INLINE-SECRET") && !stderr.contains("tok-ABCDEFGHIJKLMNOP"),
+                "{what}: no secret: {stderr}"
+            );
         }
     }
     let (code, _, stderr) = run_to_end(&["run"], &[]);
@@ -175,9 +251,17 @@ async fn env_only_mode_runs_one_default_account_and_stops_on_sigterm() {
     let base_url = simulator.base_url();
     let daemon = DaemonProcess::start(
         &["run"],
-        &[("COMETAPI_ACCESS_TOKEN", token.as_str()), ("COMETAPI_BASE_URL", base_url.as_str()), ("KEYMON_SERVER__LISTEN", "127.0.0.1:0")],
+        &[
+            ("COMETAPI_ACCESS_TOKEN", token.as_str()),
+            ("COMETAPI_BASE_URL", base_url.as_str()),
+            ("KEYMON_SERVER__LISTEN", "127.0.0.1:0"),
+        ],
     );
-    let metrics = daemon.wait_for_metrics("the first poll", |metrics| metrics.get("cometapi_up", &[("account", "default")]) == Some(1.0)).await;
+    let metrics = daemon
+        .wait_for_metrics("the first poll", |metrics| {
+            metrics.get("cometapi_up", &[("account", "default")]) == Some(1.0)
+        })
+        .await;
     assert_eq!(metrics.family("cometapi_key_info").len(), 120);
     let (readyz, _) = daemon.get("/readyz").await;
     assert_eq!(readyz, 200);
@@ -192,15 +276,29 @@ async fn env_only_mode_runs_one_default_account_and_stops_on_sigterm() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_a_slow_poll_stops_within_seconds() {
     let simulator = start_simulator(150).await;
-    simulator.push_fault(Fault { endpoint: FaultEndpoint::List, page: None, times: FaultTimes::Always, kind: FaultKind::Delay(Duration::from_secs(30)) });
+    simulator.push_fault(Fault {
+        endpoint: FaultEndpoint::List,
+        page: None,
+        times: FaultTimes::Always,
+        kind: FaultKind::Delay(Duration::from_secs(30)),
+    });
     let directory = tempfile::tempdir().unwrap();
     let config = write_config(directory.path(), &simulator, "");
-    std::fs::write(&config, std::fs::read_to_string(&config).unwrap().replace("timeout = \"2s\"", "timeout = \"60s\"")).unwrap();
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("timeout = \"2s\"", "timeout = \"60s\""),
+    )
+    .unwrap();
     let daemon = DaemonProcess::start(&["run", "--config", config.to_str().unwrap()], &[]);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (exited_cleanly, took, stderr) = daemon.terminate();
     assert!(exited_cleanly, "{stderr}");
-    assert!(took < Duration::from_secs(5), "stopped in {took:?} although a request was hanging");
+    assert!(
+        took < Duration::from_secs(5),
+        "stopped in {took:?} although a request was hanging"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -209,26 +307,57 @@ async fn the_token_and_key_values_never_appear_in_logs_metrics_errors_or_output(
     let token = simulator.access_token();
     let directory = tempfile::tempdir().unwrap();
     let config = write_config(directory.path(), &simulator, "");
-    let key_values: Vec<String> = simulator.tokens().iter().map(|token| token.key.clone()).collect();
-    let masked: Vec<String> = key_values.iter().map(|key| format!("{}**********{}", &key[..4], &key[key.len() - 4..])).collect();
+    let key_values: Vec<String> = simulator
+        .tokens()
+        .iter()
+        .map(|token| token.key.clone())
+        .collect();
+    let masked: Vec<String> = key_values
+        .iter()
+        .map(|key| format!("{}**********{}", &key[..4], &key[key.len() - 4..]))
+        .collect();
 
-    let daemon = DaemonProcess::start(&["run", "--config", config.to_str().unwrap()], &[("RUST_LOG", "trace")]);
-    daemon.wait_for_metrics("the first poll", |metrics| metrics.up("main") == 1.0).await;
+    let daemon = DaemonProcess::start(
+        &["run", "--config", config.to_str().unwrap()],
+        &[("RUST_LOG", "trace")],
+    );
+    daemon
+        .wait_for_metrics("the first poll", |metrics| metrics.up("main") == 1.0)
+        .await;
     // A hostile server echoing secrets back in its errors.
     let echo = format!("invalid token {token} for key {}", key_values[0]);
     let faults = [
-        FaultKind::SuccessFalse { message: echo.clone() },
-        FaultKind::HttpStatus { status: 401, body: format!(r#"{{"success":false,"message":"{echo}"}}"#), retry_after: None },
-        FaultKind::HttpStatus { status: 500, body: echo.clone(), retry_after: None },
+        FaultKind::SuccessFalse {
+            message: echo.clone(),
+        },
+        FaultKind::HttpStatus {
+            status: 401,
+            body: format!(r#"{{"success":false,"message":"{echo}"}}"#),
+            retry_after: None,
+        },
+        FaultKind::HttpStatus {
+            status: 500,
+            body: echo.clone(),
+            retry_after: None,
+        },
         FaultKind::MalformedJson,
     ];
     let mut outputs = Vec::new();
     for (index, fault) in faults.into_iter().enumerate() {
         simulator.clear_faults();
-        simulator.push_fault(Fault { endpoint: FaultEndpoint::List, page: None, times: FaultTimes::Always, kind: fault });
+        simulator.push_fault(Fault {
+            endpoint: FaultEndpoint::List,
+            page: None,
+            times: FaultTimes::Always,
+            kind: fault,
+        });
         let metrics = daemon
             .wait_for_metrics("a failed poll", |metrics| {
-                metrics.family("cometapi_poll_errors_total").values().sum::<f64>() >= (index + 1) as f64
+                metrics
+                    .family("cometapi_poll_errors_total")
+                    .values()
+                    .sum::<f64>()
+                    >= (index + 1) as f64
             })
             .await;
         outputs.push(metrics.text);
@@ -237,11 +366,24 @@ async fn the_token_and_key_values_never_appear_in_logs_metrics_errors_or_output(
     simulator.clear_faults();
     let (_, _, stderr) = daemon.terminate();
     outputs.push(stderr.clone());
-    assert!(stderr.contains("poll failed"), "the failures were logged:\n{stderr}");
+    assert!(
+        stderr.contains("poll failed"),
+        "the failures were logged:\n{stderr}"
+    );
 
     let (_, table, table_errors) = run_to_end(&["scan", "--config", config.to_str().unwrap()], &[]);
-    let (_, json, json_errors) = run_to_end(&["scan", "--config", config.to_str().unwrap(), "--output", "json"], &[]);
-    let (_, effective, _) = run_to_end(&["check-config", "--config", config.to_str().unwrap()], &[]);
+    let (_, json, json_errors) = run_to_end(
+        &[
+            "scan",
+            "--config",
+            config.to_str().unwrap(),
+            "--output",
+            "json",
+        ],
+        &[],
+    );
+    let (_, effective, _) =
+        run_to_end(&["check-config", "--config", config.to_str().unwrap()], &[]);
     assert!(table.contains("main: 200 keys"), "{table}");
     outputs.extend([table, table_errors, json, json_errors, effective]);
 
@@ -249,7 +391,10 @@ async fn the_token_and_key_values_never_appear_in_logs_metrics_errors_or_output(
         assert!(!output.contains(&token), "access token leaked:\n{output}");
         for (key, masked_key) in key_values.iter().zip(&masked) {
             assert!(!output.contains(key.as_str()), "key leaked:\n{output}");
-            assert!(!output.contains(masked_key.as_str()), "masked key leaked:\n{output}");
+            assert!(
+                !output.contains(masked_key.as_str()),
+                "masked key leaked:\n{output}"
+            );
         }
     }
 }
@@ -262,7 +407,10 @@ async fn scan_exits_1_when_the_token_is_refused() {
     std::fs::write(directory.path().join("token"), "tok-wrong-token\n").unwrap();
     let (code, _, stderr) = run_to_end(&["scan", "--config", config.to_str().unwrap()], &[]);
     assert_eq!(code, 1, "{stderr}");
-    assert!(stderr.contains("account main") && stderr.contains("401"), "{stderr}");
+    assert!(
+        stderr.contains("account main") && stderr.contains("401"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("tok-wrong-token"));
 }
 
@@ -270,9 +418,18 @@ async fn scan_exits_1_when_the_token_is_refused() {
 async fn the_exposition_passes_promtool_check_metrics() {
     let promtool = which_promtool();
     let simulator = start_simulator(1_100).await;
-    let daemon = start_daemon(test_config(vec![account_for("main", &simulator), account_for("second", &start_simulator(40).await)], every(3_600))).await;
+    let daemon = start_daemon(test_config(
+        vec![
+            account_for("main", &simulator),
+            account_for("second", &start_simulator(40).await),
+        ],
+        every(3_600),
+    ))
+    .await;
     daemon
-        .wait_for("both accounts", Duration::from_secs(20), |metrics| metrics.up("main") == 1.0 && metrics.up("second") == 1.0)
+        .wait_for("both accounts", Duration::from_secs(20), |metrics| {
+            metrics.up("main") == 1.0 && metrics.up("second") == 1.0
+        })
         .await;
     for gzip in [false, true] {
         let text = daemon.scrape_text(gzip).await;
@@ -285,10 +442,23 @@ async fn the_exposition_passes_promtool_check_metrics() {
             .unwrap();
         std::io::Write::write_all(&mut child.stdin.take().unwrap(), text.as_bytes()).unwrap();
         let mut report = String::new();
-        child.stderr.take().unwrap().read_to_string(&mut report).unwrap();
-        child.stdout.take().unwrap().read_to_string(&mut report).unwrap();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut report)
+            .unwrap();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut report)
+            .unwrap();
         let status = child.wait().unwrap();
-        assert!(status.success() && report.trim().is_empty(), "promtool check metrics: {status}\n{report}");
+        assert!(
+            status.success() && report.trim().is_empty(),
+            "promtool check metrics: {status}\n{report}"
+        );
     }
     daemon.stop().await;
 }

@@ -5,7 +5,9 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cometapi_keymon::api::{scan_account, ApiClient, ApiError, ClientSettings, IgnoreRequests, KeyRecord};
+use cometapi_keymon::api::{
+    scan_account, ApiClient, ApiError, ClientSettings, IgnoreRequests, KeyRecord,
+};
 use cometapi_keymon::config::PollConfig;
 use cometapi_keymon::simulator::{AuthMode, Simulator, SimulatorConfig};
 use support::*;
@@ -14,7 +16,10 @@ use tokio_util::sync::CancellationToken;
 fn client_for(simulator: &Simulator, user_id: Option<i64>) -> ApiClient {
     let mut account = account_for("main", simulator);
     account.user_id = user_id;
-    let poll = PollConfig { timeout: Duration::from_secs(5), ..PollConfig::default() };
+    let poll = PollConfig {
+        timeout: Duration::from_secs(5),
+        ..PollConfig::default()
+    };
     let mut settings = ClientSettings::from_config(&account, &poll);
     settings.requests_per_minute = 6_000;
     ApiClient::new(settings, Arc::new(IgnoreRequests), CancellationToken::new()).unwrap()
@@ -37,31 +42,87 @@ async fn create_get_update_status_and_delete_keep_every_other_field() {
         ..KeyRecord::default()
     };
     client.create_key(&new_key).await.unwrap();
-    let created = simulator.tokens().into_iter().find(|token| token.name == name).expect("the key was created");
+    let created = simulator
+        .tokens()
+        .into_iter()
+        .find(|token| token.name == name)
+        .expect("the key was created");
 
     let fetched = client.get_key(created.id).await.unwrap();
-    assert_eq!((fetched.remain_quota, fetched.expired_time, fetched.group.as_str()), (123_456, -1, "vip"));
+    assert_eq!(
+        (
+            fetched.remain_quota,
+            fetched.expired_time,
+            fetched.group.as_str()
+        ),
+        (123_456, -1, "vip")
+    );
 
     // A rename through a full update built from the fresh read keeps quota, expiry, IP and model limits.
-    let renamed = KeyRecord { name: format!("{name}-renamed"), ..fetched.clone() };
+    let renamed = KeyRecord {
+        name: format!("{name}-renamed"),
+        ..fetched.clone()
+    };
     let answer = client.update_key(&renamed).await.unwrap();
     assert_eq!(answer.name, renamed.name);
     let after_rename = simulator.token(created.id).unwrap();
-    assert_eq!(after_rename, cometapi_keymon::simulator::SimToken { name: renamed.name.clone(), ..created.clone() });
+    assert_eq!(
+        after_rename,
+        cometapi_keymon::simulator::SimToken {
+            name: renamed.name.clone(),
+            ..created.clone()
+        }
+    );
 
     // Status only: nothing but the status moves.
     client.update_key_status(&answer, 2).await.unwrap();
     let disabled = simulator.token(created.id).unwrap();
-    assert_eq!(disabled, cometapi_keymon::simulator::SimToken { status: 2, ..after_rename.clone() });
-    let status_request = simulator.requests().into_iter().rev().find(|request| request.method == "PUT").unwrap();
+    assert_eq!(
+        disabled,
+        cometapi_keymon::simulator::SimToken {
+            status: 2,
+            ..after_rename.clone()
+        }
+    );
+    let status_request = simulator
+        .requests()
+        .into_iter()
+        .rev()
+        .find(|request| request.method == "PUT")
+        .unwrap();
     assert_eq!(status_request.query.as_deref(), Some("status_only=true"));
     let body: serde_json::Value = serde_json::from_str(&status_request.body).unwrap();
-    for field in ["id", "status", "name", "expired_time", "remain_quota", "unlimited_quota", "model_limits_enabled", "model_limits", "allow_ips", "group", "cross_group_retry"] {
-        assert!(body.get(field).is_some(), "status-only body carries {field}: {body}");
+    for field in [
+        "id",
+        "status",
+        "name",
+        "expired_time",
+        "remain_quota",
+        "unlimited_quota",
+        "model_limits_enabled",
+        "model_limits",
+        "allow_ips",
+        "group",
+        "cross_group_retry",
+    ] {
+        assert!(
+            body.get(field).is_some(),
+            "status-only body carries {field}: {body}"
+        );
     }
-    let full_update = simulator.requests().into_iter().find(|request| request.method == "PUT").unwrap();
+    let full_update = simulator
+        .requests()
+        .into_iter()
+        .find(|request| request.method == "PUT")
+        .unwrap();
     assert_eq!(full_update.query, None, "the rename was a full update");
-    assert!(!serde_json::from_str::<serde_json::Value>(&full_update.body).unwrap().as_object().unwrap().contains_key("status"));
+    assert!(
+        !serde_json::from_str::<serde_json::Value>(&full_update.body)
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .contains_key("status")
+    );
 
     client.delete_key(created.id).await.unwrap();
     assert!(simulator.token(created.id).is_none());
@@ -78,7 +139,12 @@ async fn the_access_token_is_sent_raw_and_a_wrong_one_is_http_401() {
     assert_eq!(scan_account(&client).await.unwrap().keys.len(), 5);
     let mut account = account_for("main", &simulator);
     account.token = cometapi_keymon::secret::Secret::new("not-the-token");
-    let wrong = ApiClient::new(ClientSettings::from_config(&account, &PollConfig::default()), Arc::new(IgnoreRequests), CancellationToken::new()).unwrap();
+    let wrong = ApiClient::new(
+        ClientSettings::from_config(&account, &PollConfig::default()),
+        Arc::new(IgnoreRequests),
+        CancellationToken::new(),
+    )
+    .unwrap();
     let error = scan_account(&wrong).await.unwrap_err();
     assert_eq!(error.reason(), Some("http_401"), "{error}");
     assert!(!error.to_string().contains("not-the-token"));
@@ -86,21 +152,45 @@ async fn the_access_token_is_sent_raw_and_a_wrong_one_is_http_401() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn legacy_servers_get_new_api_user_when_configured() {
-    let simulator = start_simulator_with(SimulatorConfig { keys: 12, auth_mode: AuthMode::Legacy, user_id: 42, ..SimulatorConfig::default() }).await;
-    let without_user = scan_account(&client_for(&simulator, None)).await.unwrap_err();
+    let simulator = start_simulator_with(SimulatorConfig {
+        keys: 12,
+        auth_mode: AuthMode::Legacy,
+        user_id: 42,
+        ..SimulatorConfig::default()
+    })
+    .await;
+    let without_user = scan_account(&client_for(&simulator, None))
+        .await
+        .unwrap_err();
     assert_eq!(without_user.reason(), Some("http_401"));
-    let listing = scan_account(&client_for(&simulator, Some(42))).await.unwrap();
+    let listing = scan_account(&client_for(&simulator, Some(42)))
+        .await
+        .unwrap();
     assert_eq!(listing.keys.len(), 12);
-    assert!(simulator.requests().iter().any(|request| request.new_api_user.as_deref() == Some("42")));
+    assert!(simulator
+        .requests()
+        .iter()
+        .any(|request| request.new_api_user.as_deref() == Some("42")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_pat_on_a_legacy_server_is_http_200_success_false_and_counted_as_api_error() {
-    let simulator = start_simulator_with(SimulatorConfig { keys: 3, auth_mode: AuthMode::Legacy, user_id: 42, ..SimulatorConfig::default() }).await;
+    let simulator = start_simulator_with(SimulatorConfig {
+        keys: 3,
+        auth_mode: AuthMode::Legacy,
+        user_id: 42,
+        ..SimulatorConfig::default()
+    })
+    .await;
     let mut account = account_for("main", &simulator);
     account.token = cometapi_keymon::secret::Secret::new("not-the-token");
     account.user_id = Some(42);
-    let client = ApiClient::new(ClientSettings::from_config(&account, &PollConfig::default()), Arc::new(IgnoreRequests), CancellationToken::new()).unwrap();
+    let client = ApiClient::new(
+        ClientSettings::from_config(&account, &PollConfig::default()),
+        Arc::new(IgnoreRequests),
+        CancellationToken::new(),
+    )
+    .unwrap();
     let error = scan_account(&client).await.unwrap_err();
     assert_eq!(error.reason(), Some("api_error"), "{error}");
 }

@@ -13,29 +13,55 @@ const WAIT: Duration = Duration::from_secs(20);
 async fn fault_is_survived(endpoint: FaultEndpoint, kind: FaultKind, reason: &str) {
     let simulator = start_simulator(150).await;
     let daemon = start_daemon(test_config(vec![account_for("main", &simulator)], every(1))).await;
-    let good = daemon.wait_for("the first poll", WAIT, |metrics| metrics.up("main") == 1.0).await;
+    let good = daemon
+        .wait_for("the first poll", WAIT, |metrics| metrics.up("main") == 1.0)
+        .await;
     let good_keys = good.key_series();
     assert!(!good_keys.is_empty());
 
-    simulator.push_fault(Fault { endpoint, page: None, times: FaultTimes::Always, kind });
+    simulator.push_fault(Fault {
+        endpoint,
+        page: None,
+        times: FaultTimes::Always,
+        kind,
+    });
     let failed = daemon
-        .wait_for(&format!("reason {reason}"), WAIT, |metrics| metrics.errors("main", reason) >= 1.0 && metrics.up("main") == 0.0)
+        .wait_for(&format!("reason {reason}"), WAIT, |metrics| {
+            metrics.errors("main", reason) >= 1.0 && metrics.up("main") == 0.0
+        })
         .await;
-    assert_eq!(failed.key_series(), good_keys, "the last complete snapshot is still served");
-    for other in cometapi_keymon::api::POLL_ERROR_REASONS.iter().filter(|other| **other != reason) {
-        assert_eq!(failed.errors("main", other), 0.0, "only {reason} is counted, not {other}");
+    assert_eq!(
+        failed.key_series(),
+        good_keys,
+        "the last complete snapshot is still served"
+    );
+    for other in cometapi_keymon::api::POLL_ERROR_REASONS
+        .iter()
+        .filter(|other| **other != reason)
+    {
+        assert_eq!(
+            failed.errors("main", other),
+            0.0,
+            "only {reason} is counted, not {other}"
+        );
     }
     let healthz = reqwest::get(daemon.url("/healthz")).await.unwrap();
     assert_eq!(healthz.status(), 200, "the daemon keeps running");
 
     simulator.clear_faults();
-    let recovered = daemon.wait_for("recovery", WAIT, |metrics| metrics.up("main") == 1.0).await;
+    let recovered = daemon
+        .wait_for("recovery", WAIT, |metrics| metrics.up("main") == 1.0)
+        .await;
     assert_eq!(recovered.key_series(), good_keys);
     daemon.stop().await;
 }
 
 fn status(status: u16, body: &str) -> FaultKind {
-    FaultKind::HttpStatus { status, body: body.into(), retry_after: None }
+    FaultKind::HttpStatus {
+        status,
+        body: body.into(),
+        retry_after: None,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -45,7 +71,12 @@ async fn server_error_500() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_gateway_with_an_html_page() {
-    fault_is_survived(FaultEndpoint::Any, status(502, "<html><body>502 Bad Gateway</body></html>"), "http_5xx").await;
+    fault_is_survived(
+        FaultEndpoint::Any,
+        status(502, "<html><body>502 Bad Gateway</body></html>"),
+        "http_5xx",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,12 +87,24 @@ async fn token_rejected_401() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn insufficient_privilege_403() {
-    fault_is_survived(FaultEndpoint::List, status(403, r#"{"code":"AUTH_INSUFFICIENT_PRIVILEGE","success":false}"#), "http_403").await;
+    fault_is_survived(
+        FaultEndpoint::List,
+        status(
+            403,
+            r#"{"code":"AUTH_INSUFFICIENT_PRIVILEGE","success":false}"#,
+        ),
+        "http_403",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limited_429_with_retry_after() {
-    let kind = FaultKind::HttpStatus { status: 429, body: String::new(), retry_after: Some(1) };
+    let kind = FaultKind::HttpStatus {
+        status: 429,
+        body: String::new(),
+        retry_after: Some(1),
+    };
     fault_is_survived(FaultEndpoint::List, kind, "http_429").await;
 }
 
@@ -73,7 +116,12 @@ async fn unknown_route_404() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_server_times_out() {
-    fault_is_survived(FaultEndpoint::List, FaultKind::Delay(Duration::from_secs(4)), "timeout").await;
+    fault_is_survived(
+        FaultEndpoint::List,
+        FaultKind::Delay(Duration::from_secs(4)),
+        "timeout",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -93,12 +141,21 @@ async fn truncated_body() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_body() {
-    fault_is_survived(FaultEndpoint::List, FaultKind::Oversized { bytes: 12 * 1024 * 1024 }, "body_too_large").await;
+    fault_is_survived(
+        FaultEndpoint::List,
+        FaultKind::Oversized {
+            bytes: 12 * 1024 * 1024,
+        },
+        "body_too_large",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn success_false() {
-    let kind = FaultKind::SuccessFalse { message: "record not found".into() };
+    let kind = FaultKind::SuccessFalse {
+        message: "record not found".into(),
+    };
     fault_is_survived(FaultEndpoint::List, kind, "api_error").await;
 }
 
@@ -117,7 +174,11 @@ async fn nothing_listening_is_a_connect_error_and_readyz_stays_503() {
     let mut account = account_for("main", &start_simulator(1).await);
     account.base_url = "http://127.0.0.1:9".into();
     let daemon = start_daemon(test_config(vec![account], every(1))).await;
-    let metrics = daemon.wait_for("a connect error", WAIT, |metrics| metrics.errors("main", "connect") >= 1.0).await;
+    let metrics = daemon
+        .wait_for("a connect error", WAIT, |metrics| {
+            metrics.errors("main", "connect") >= 1.0
+        })
+        .await;
     assert_eq!(metrics.up("main"), 0.0);
     assert!(metrics.key_series().is_empty());
     let readyz = reqwest::get(daemon.url("/readyz")).await.unwrap();
@@ -129,11 +190,32 @@ async fn nothing_listening_is_a_connect_error_and_readyz_stays_503() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_server_errors_are_retried_within_the_poll() {
     let simulator = start_simulator(150).await;
-    simulator.push_fault(Fault { endpoint: FaultEndpoint::List, page: Some(2), times: FaultTimes::Once, kind: status(503, "") });
-    let daemon = start_daemon(test_config(vec![account_for("main", &simulator)], every(3_600))).await;
-    let metrics = daemon.wait_for("the first poll", WAIT, |metrics| metrics.up("main") == 1.0).await;
-    assert_eq!(metrics.errors("main", "http_5xx"), 0.0, "one retry absorbed the 503");
-    assert_eq!(metrics.value("cometapi_api_requests_total", &[("account", "main"), ("endpoint", "list"), ("code", "503")]), 1.0);
+    simulator.push_fault(Fault {
+        endpoint: FaultEndpoint::List,
+        page: Some(2),
+        times: FaultTimes::Once,
+        kind: status(503, ""),
+    });
+    let daemon = start_daemon(test_config(
+        vec![account_for("main", &simulator)],
+        every(3_600),
+    ))
+    .await;
+    let metrics = daemon
+        .wait_for("the first poll", WAIT, |metrics| metrics.up("main") == 1.0)
+        .await;
+    assert_eq!(
+        metrics.errors("main", "http_5xx"),
+        0.0,
+        "one retry absorbed the 503"
+    );
+    assert_eq!(
+        metrics.value(
+            "cometapi_api_requests_total",
+            &[("account", "main"), ("endpoint", "list"), ("code", "503")]
+        ),
+        1.0
+    );
     daemon.stop().await;
 }
 
@@ -141,20 +223,41 @@ async fn transient_server_errors_are_retried_within_the_poll() {
 async fn polls_of_one_account_never_overlap_and_a_slow_account_does_not_delay_another() {
     let slow = start_simulator(150).await;
     let fast = start_simulator(50).await;
-    slow.push_fault(Fault { endpoint: FaultEndpoint::List, page: None, times: FaultTimes::Always, kind: FaultKind::Delay(Duration::from_millis(1_300)) });
-    let daemon = start_daemon(test_config(vec![account_for("slow", &slow), account_for("fast", &fast)], every(1))).await;
+    slow.push_fault(Fault {
+        endpoint: FaultEndpoint::List,
+        page: None,
+        times: FaultTimes::Always,
+        kind: FaultKind::Delay(Duration::from_millis(1_300)),
+    });
+    let daemon = start_daemon(test_config(
+        vec![account_for("slow", &slow), account_for("fast", &fast)],
+        every(1),
+    ))
+    .await;
     let metrics = daemon
         .wait_for("skipped ticks on the slow account", WAIT, |metrics| {
             metrics.value("cometapi_poll_skipped_total", &[("account", "slow")]) >= 2.0
-                && metrics.value("cometapi_poll_duration_seconds_count", &[("account", "fast")]) >= 4.0
+                && metrics.value(
+                    "cometapi_poll_duration_seconds_count",
+                    &[("account", "fast")],
+                ) >= 4.0
         })
         .await;
-    assert_eq!(metrics.value("cometapi_poll_skipped_total", &[("account", "fast")]), 0.0);
+    assert_eq!(
+        metrics.value("cometapi_poll_skipped_total", &[("account", "fast")]),
+        0.0
+    );
     // Requests of the slow account come in whole polls: status, page 1, page 2, status, ...
     let sequence: Vec<String> = slow
         .requests()
         .iter()
-        .map(|request| if request.path == "/api/status" { "status".to_owned() } else { request.query.clone().unwrap_or_default() })
+        .map(|request| {
+            if request.path == "/api/status" {
+                "status".to_owned()
+            } else {
+                request.query.clone().unwrap_or_default()
+            }
+        })
         .collect();
     for (index, entry) in sequence.iter().enumerate() {
         let expected_prefix = match index % 3 {
@@ -162,7 +265,10 @@ async fn polls_of_one_account_never_overlap_and_a_slow_account_does_not_delay_an
             1 => "p=1&",
             _ => "p=2&",
         };
-        assert!(entry.starts_with(expected_prefix), "request {index} was {entry:?}; sequence {sequence:?}");
+        assert!(
+            entry.starts_with(expected_prefix),
+            "request {index} was {entry:?}; sequence {sequence:?}"
+        );
     }
     daemon.stop().await;
 }

@@ -5,7 +5,9 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use cometapi_keymon::simulator::{Fault, FaultEndpoint, FaultKind, FaultTimes, SimToken, Simulator};
+use cometapi_keymon::simulator::{
+    Fault, FaultEndpoint, FaultKind, FaultTimes, SimToken, Simulator,
+};
 use support::*;
 
 /// The per-key series the simulator's records imply, computed from the records alone.
@@ -18,24 +20,50 @@ fn expected_key_series(account: &str, tokens: &[SimToken], now: i64) -> BTreeMap
             expected.insert(Series::new(name, &labels), value);
         };
         let expired = token.expired_time != -1 && token.expired_time < now;
-        let usable = token.status == 1 && !expired && (token.unlimited_quota || token.remain_quota > 0);
+        let usable =
+            token.status == 1 && !expired && (token.unlimited_quota || token.remain_quota > 0);
         put("cometapi_key_usable", f64::from(u8::from(usable)));
         if !token.unlimited_quota {
             put("cometapi_key_remaining_quota", token.remain_quota as f64);
         }
         put("cometapi_key_used_quota", token.used_quota as f64);
-        put("cometapi_key_unlimited_quota", f64::from(u8::from(token.unlimited_quota)));
+        put(
+            "cometapi_key_unlimited_quota",
+            f64::from(u8::from(token.unlimited_quota)),
+        );
         if token.expired_time != -1 {
-            put("cometapi_key_expiration_timestamp_seconds", token.expired_time as f64);
+            put(
+                "cometapi_key_expiration_timestamp_seconds",
+                token.expired_time as f64,
+            );
         }
-        put("cometapi_key_created_timestamp_seconds", token.created_time as f64);
+        put(
+            "cometapi_key_created_timestamp_seconds",
+            token.created_time as f64,
+        );
         if token.accessed_time != 0 {
-            put("cometapi_key_last_access_timestamp_seconds", token.accessed_time as f64);
+            put(
+                "cometapi_key_last_access_timestamp_seconds",
+                token.accessed_time as f64,
+            );
         }
-        let ip_restricted = token.allow_ips.as_deref().is_some_and(|ips| ips.lines().any(|line| !line.trim().is_empty()));
-        put("cometapi_key_ip_restricted", f64::from(u8::from(ip_restricted)));
-        let model_restricted = token.model_limits_enabled && token.model_limits.split(',').any(|model| !model.trim().is_empty());
-        put("cometapi_key_model_restricted", f64::from(u8::from(model_restricted)));
+        let ip_restricted = token
+            .allow_ips
+            .as_deref()
+            .is_some_and(|ips| ips.lines().any(|line| !line.trim().is_empty()));
+        put(
+            "cometapi_key_ip_restricted",
+            f64::from(u8::from(ip_restricted)),
+        );
+        let model_restricted = token.model_limits_enabled
+            && token
+                .model_limits
+                .split(',')
+                .any(|model| !model.trim().is_empty());
+        put(
+            "cometapi_key_model_restricted",
+            f64::from(u8::from(model_restricted)),
+        );
         let status_name = match token.status {
             1 => "enabled",
             2 => "disabled",
@@ -45,12 +73,23 @@ fn expected_key_series(account: &str, tokens: &[SimToken], now: i64) -> BTreeMap
         };
         for status in ["enabled", "disabled", "expired", "exhausted", "unknown"] {
             expected.insert(
-                Series::new("cometapi_key_status", &[("account", account), ("key_id", &id), ("status", status)]),
+                Series::new(
+                    "cometapi_key_status",
+                    &[("account", account), ("key_id", &id), ("status", status)],
+                ),
                 f64::from(u8::from(status == status_name)),
             );
         }
         expected.insert(
-            Series::new("cometapi_key_info", &[("account", account), ("key_id", &id), ("name", &token.name), ("group", &token.group)]),
+            Series::new(
+                "cometapi_key_info",
+                &[
+                    ("account", account),
+                    ("key_id", &id),
+                    ("name", &token.name),
+                    ("group", &token.group),
+                ],
+            ),
             1.0,
         );
     }
@@ -58,22 +97,45 @@ fn expected_key_series(account: &str, tokens: &[SimToken], now: i64) -> BTreeMap
 }
 
 fn list_and_status_requests(simulator: &Simulator) -> usize {
-    simulator.requests().iter().filter(|request| request.path.starts_with("/api/token") || request.path == "/api/status").count()
+    simulator
+        .requests()
+        .iter()
+        .filter(|request| request.path.starts_with("/api/token") || request.path == "/api/status")
+        .count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_complete_poll_of_1234_keys_exports_exactly_the_series_the_records_imply() {
     let simulator = start_simulator(1_234).await;
-    let daemon = start_daemon(test_config(vec![account_for("main", &simulator)], every(3_600))).await;
-    let metrics = daemon.wait_for("the first poll", Duration::from_secs(20), |metrics| metrics.up("main") == 1.0).await;
+    let daemon = start_daemon(test_config(
+        vec![account_for("main", &simulator)],
+        every(3_600),
+    ))
+    .await;
+    let metrics = daemon
+        .wait_for("the first poll", Duration::from_secs(20), |metrics| {
+            metrics.up("main") == 1.0
+        })
+        .await;
     let tokens = simulator.tokens();
     assert_eq!(tokens.len(), 1_234);
 
     let expected = expected_key_series("main", &tokens, unix_now());
     let actual = metrics.key_series();
-    let missing: Vec<_> = expected.keys().filter(|series| !actual.contains_key(*series)).take(5).collect();
-    let extra: Vec<_> = actual.keys().filter(|series| !expected.contains_key(*series)).take(5).collect();
-    assert!(missing.is_empty() && extra.is_empty(), "missing {missing:?}\nextra {extra:?}");
+    let missing: Vec<_> = expected
+        .keys()
+        .filter(|series| !actual.contains_key(*series))
+        .take(5)
+        .collect();
+    let extra: Vec<_> = actual
+        .keys()
+        .filter(|series| !expected.contains_key(*series))
+        .take(5)
+        .collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "missing {missing:?}\nextra {extra:?}"
+    );
     for (series, value) in &expected {
         assert_eq!(actual[series], *value, "{series:?}");
     }
@@ -91,14 +153,32 @@ async fn a_complete_poll_of_1234_keys_exports_exactly_the_series_the_records_imp
     }
     for status in ["enabled", "disabled", "expired", "exhausted", "unknown"] {
         let count = metrics.value("cometapi_keys", &[("account", "main"), ("status", status)]);
-        assert_eq!(count, by_status.get(status).copied().unwrap_or(0.0), "{status}");
+        assert_eq!(
+            count,
+            by_status.get(status).copied().unwrap_or(0.0),
+            "{status}"
+        );
     }
-    assert_eq!(metrics.value("cometapi_quota_per_unit", &[("account", "main")]), simulator.quota_per_unit());
+    assert_eq!(
+        metrics.value("cometapi_quota_per_unit", &[("account", "main")]),
+        simulator.quota_per_unit()
+    );
 
     // ceil(1234 / 100) list pages plus the status request, nothing more.
     assert_eq!(list_and_status_requests(&simulator), 13 + 1);
-    assert_eq!(metrics.value("cometapi_api_requests_total", &[("account", "main"), ("endpoint", "list"), ("code", "200")]), 13.0);
-    assert!(metrics.value("cometapi_last_poll_success_timestamp_seconds", &[("account", "main")]) >= (unix_now() - 30) as f64);
+    assert_eq!(
+        metrics.value(
+            "cometapi_api_requests_total",
+            &[("account", "main"), ("endpoint", "list"), ("code", "200")]
+        ),
+        13.0
+    );
+    assert!(
+        metrics.value(
+            "cometapi_last_poll_success_timestamp_seconds",
+            &[("account", "main")]
+        ) >= (unix_now() - 30) as f64
+    );
 
     // The gzip scrape carries the same text as the plain one.
     let gzip_text = daemon.scrape_text(true).await;
@@ -109,8 +189,16 @@ async fn a_complete_poll_of_1234_keys_exports_exactly_the_series_the_records_imp
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_page_request_uses_p_from_1_and_page_size_100() {
     let simulator = start_simulator(250).await;
-    let daemon = start_daemon(test_config(vec![account_for("main", &simulator)], every(3_600))).await;
-    daemon.wait_for("the first poll", Duration::from_secs(20), |metrics| metrics.up("main") == 1.0).await;
+    let daemon = start_daemon(test_config(
+        vec![account_for("main", &simulator)],
+        every(3_600),
+    ))
+    .await;
+    daemon
+        .wait_for("the first poll", Duration::from_secs(20), |metrics| {
+            metrics.up("main") == 1.0
+        })
+        .await;
     let pages: Vec<String> = simulator
         .requests()
         .iter()
@@ -119,13 +207,19 @@ async fn every_page_request_uses_p_from_1_and_page_size_100() {
         .collect();
     assert_eq!(pages.len(), 3);
     for (index, query) in pages.iter().enumerate() {
-        let parameters: BTreeMap<&str, &str> = query.split('&').filter_map(|pair| pair.split_once('=')).collect();
+        let parameters: BTreeMap<&str, &str> = query
+            .split('&')
+            .filter_map(|pair| pair.split_once('='))
+            .collect();
         assert_eq!(parameters["p"], (index + 1).to_string());
         assert_eq!(parameters["page_size"], "100");
     }
     for request in simulator.requests() {
         if request.path.starts_with("/api/token") {
-            assert!(request.authorization_present, "token routes carry the access token");
+            assert!(
+                request.authorization_present,
+                "token routes carry the access token"
+            );
         }
     }
     daemon.stop().await;
@@ -138,11 +232,26 @@ async fn keys_created_and_deleted_between_pages_still_yield_exactly_the_right_ke
         endpoint: FaultEndpoint::List,
         page: Some(3),
         times: FaultTimes::Once,
-        kind: FaultKind::Churn { create: 3, delete: 2 },
+        kind: FaultKind::Churn {
+            create: 3,
+            delete: 2,
+        },
     });
-    let daemon = start_daemon(test_config(vec![account_for("main", &simulator)], every(3_600))).await;
-    let metrics = daemon.wait_for("the first poll", Duration::from_secs(20), |metrics| metrics.up("main") == 1.0).await;
-    let expected_ids: BTreeSet<String> = simulator.tokens().iter().map(|token| token.id.to_string()).collect();
+    let daemon = start_daemon(test_config(
+        vec![account_for("main", &simulator)],
+        every(3_600),
+    ))
+    .await;
+    let metrics = daemon
+        .wait_for("the first poll", Duration::from_secs(20), |metrics| {
+            metrics.up("main") == 1.0
+        })
+        .await;
+    let expected_ids: BTreeSet<String> = simulator
+        .tokens()
+        .iter()
+        .map(|token| token.id.to_string())
+        .collect();
     let exported_ids: BTreeSet<String> = metrics
         .family("cometapi_key_info")
         .keys()
@@ -159,22 +268,42 @@ async fn keys_created_and_deleted_between_pages_still_yield_exactly_the_right_ke
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listing_that_keeps_changing_is_incomplete_and_not_served() {
     let simulator = start_simulator(300).await;
-    let daemon = start_daemon(test_config(vec![account_for("main", &simulator)], every(3_600))).await;
-    let before = daemon.wait_for("the first poll", Duration::from_secs(20), |metrics| metrics.up("main") == 1.0).await;
+    let daemon = start_daemon(test_config(
+        vec![account_for("main", &simulator)],
+        every(3_600),
+    ))
+    .await;
+    let before = daemon
+        .wait_for("the first poll", Duration::from_secs(20), |metrics| {
+            metrics.up("main") == 1.0
+        })
+        .await;
     daemon.stop().await;
 
     simulator.push_fault(Fault {
         endpoint: FaultEndpoint::List,
         page: Some(2),
         times: FaultTimes::Always,
-        kind: FaultKind::Churn { create: 1, delete: 0 },
+        kind: FaultKind::Churn {
+            create: 1,
+            delete: 0,
+        },
     });
-    let daemon = start_daemon(test_config(vec![account_for("main", &simulator)], every(3_600))).await;
+    let daemon = start_daemon(test_config(
+        vec![account_for("main", &simulator)],
+        every(3_600),
+    ))
+    .await;
     let after = daemon
-        .wait_for("an incomplete poll", Duration::from_secs(20), |metrics| metrics.errors("main", "incomplete") == 1.0)
+        .wait_for("an incomplete poll", Duration::from_secs(20), |metrics| {
+            metrics.errors("main", "incomplete") == 1.0
+        })
         .await;
     assert_eq!(after.up("main"), 0.0);
-    assert!(after.key_series().is_empty(), "nothing partial is ever served");
+    assert!(
+        after.key_series().is_empty(),
+        "nothing partial is ever served"
+    );
     assert!(!before.key_series().is_empty());
     daemon.stop().await;
 }

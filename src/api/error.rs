@@ -144,25 +144,43 @@ impl ApiError {
     }
 }
 
-/// Server text we keep in an error: at most 200 characters, control characters replaced, and
-/// any occurrence of `secret` removed (a hostile or buggy server could echo the token back).
+/// Server text we keep in an error: at most 200 characters, control characters replaced, the
+/// access token removed, and anything shaped like a key removed too — a run of 20 or more
+/// token characters (keys are 48 alphanumerics, access tokens about 32 base64 characters) or a
+/// masked key (`abcd**********wxyz`). A hostile or buggy server could echo either back, and
+/// real messages ("record not found", "Token name is too long", a 15-digit quota maximum)
+/// contain no such runs.
 pub fn scrub_server_text(text: &str, secret: &str) -> String {
-    let scrubbed = if secret.len() >= 4 {
-        text.replace(secret, "**redacted**")
+    const REDACTED: &str = "**redacted**";
+    let without_secret = if secret.len() >= 4 {
+        text.replace(secret, REDACTED)
     } else {
         text.to_owned()
     };
-    let mut shortened: String = scrubbed
-        .chars()
-        .map(|character| {
-            if character.is_control() {
-                ' '
-            } else {
-                character
-            }
-        })
-        .take(200)
-        .collect();
+    let is_token_character = |character: char| {
+        character.is_ascii_alphanumeric() || matches!(character, '+' | '/' | '=' | '_' | '-' | '*')
+    };
+    let mut scrubbed = String::with_capacity(without_secret.len());
+    let mut word = String::new();
+    let flush_word = |word: &mut String, out: &mut String| {
+        let key_shaped = word.chars().count() >= 20 || (word.contains("****") && word != REDACTED);
+        out.push_str(if key_shaped { REDACTED } else { word });
+        word.clear();
+    };
+    for character in without_secret.chars() {
+        if is_token_character(character) {
+            word.push(character);
+            continue;
+        }
+        flush_word(&mut word, &mut scrubbed);
+        scrubbed.push(if character.is_control() {
+            ' '
+        } else {
+            character
+        });
+    }
+    flush_word(&mut word, &mut scrubbed);
+    let mut shortened: String = scrubbed.chars().take(200).collect();
     if scrubbed.chars().count() > 200 {
         shortened.push('…');
     }
@@ -228,8 +246,22 @@ mod tests {
         let scrubbed = scrub_server_text("bad token tok-SECRET-1\nagain", "tok-SECRET-1");
         assert_eq!(scrubbed, "bad token **redacted** again");
         assert_eq!(
-            scrub_server_text(&"x".repeat(500), "zzzz").chars().count(),
+            scrub_server_text(&"x y".repeat(200), "zzzz")
+                .chars()
+                .count(),
             201
         );
+        let key = "TAsftk8p6XUSRxSkCKF6lqTX4pTpY3nhyB4VdaDVn32jwPQD";
+        assert_eq!(
+            scrub_server_text(&format!("no key {key}."), "zzzz"),
+            "no key **redacted**."
+        );
+        assert_eq!(
+            scrub_server_text("masked aB3d**********Qr5t here", "zzzz"),
+            "masked **redacted** here"
+        );
+        let real = "Quota value exceeds valid range, maximum is 500000000000000";
+        assert_eq!(scrub_server_text(real, "zzzz"), real);
+        assert_eq!(scrub_server_text("令牌名称过长", "zzzz"), "令牌名称过长");
     }
 }

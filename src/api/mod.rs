@@ -210,13 +210,8 @@ impl ApiClient {
     /// `record` must be a complete record from a fresh read with only the intended change.
     pub async fn update_key(&self, record: &KeyRecord) -> Result<KeyRecord, ApiError> {
         let body = record.write_body(WriteKind::Update);
-        self.request_data(
-            Endpoint::Update,
-            Method::PUT,
-            "/api/token/",
-            Some(body),
-        )
-        .await
+        self.request_data(Endpoint::Update, Method::PUT, "/api/token/", Some(body))
+            .await
     }
 
     /// `PUT /api/token/?status_only=true`: changes only the status. The body still carries the
@@ -255,9 +250,7 @@ impl ApiClient {
         path: &str,
         body: Vec<u8>,
     ) -> Result<(), ApiError> {
-        let bytes = self
-            .execute(endpoint, method, path, Some(body))
-            .await?;
+        let bytes = self.execute(endpoint, method, path, Some(body)).await?;
         decode_envelope::<serde_json::Value>(endpoint, &bytes, self.settings.token.expose())
             .map(|_| ())
     }
@@ -269,9 +262,7 @@ impl ApiClient {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<T, ApiError> {
-        let bytes = self
-            .execute(endpoint, method, path, body)
-            .await?;
+        let bytes = self.execute(endpoint, method, path, body).await?;
         decode_envelope::<T>(endpoint, &bytes, self.settings.token.expose())?.ok_or_else(|| {
             ApiError::Decode {
                 endpoint,

@@ -8,7 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cometapi_keymon::app::{AppError, Daemon};
-use cometapi_keymon::config::{AccountConfig, Config, ConfigSource, LogConfig, LogFormat, PollConfig, PollSchedule, ServerConfig, TokenSource};
+use cometapi_keymon::config::{
+    AccountConfig, Config, ConfigSource, LogConfig, LogFormat, PollConfig, PollSchedule,
+    ServerConfig, TokenSource,
+};
 use cometapi_keymon::metrics::Exporter;
 use cometapi_keymon::secret::Secret;
 use cometapi_keymon::simulator::{Simulator, SimulatorConfig};
@@ -18,11 +21,17 @@ use tokio_util::sync::CancellationToken;
 pub const LOOPBACK_ANY_PORT: ([u8; 4], u16) = ([127, 0, 0, 1], 0);
 
 pub async fn start_simulator(keys: usize) -> Simulator {
-    start_simulator_with(SimulatorConfig { keys, ..SimulatorConfig::default() }).await
+    start_simulator_with(SimulatorConfig {
+        keys,
+        ..SimulatorConfig::default()
+    })
+    .await
 }
 
 pub async fn start_simulator_with(config: SimulatorConfig) -> Simulator {
-    Simulator::start(config, SocketAddr::from(LOOPBACK_ANY_PORT)).await.expect("simulator starts")
+    Simulator::start(config, SocketAddr::from(LOOPBACK_ANY_PORT))
+        .await
+        .expect("simulator starts")
 }
 
 pub fn account_for(name: &str, simulator: &Simulator) -> AccountConfig {
@@ -54,7 +63,10 @@ pub fn test_config(accounts: Vec<AccountConfig>, schedule: PollSchedule) -> Conf
             retry_backoff: Duration::from_millis(20),
             max_retry_after: Duration::from_secs(2),
         },
-        log: LogConfig { level: "info".into(), format: LogFormat::Text },
+        log: LogConfig {
+            level: "info".into(),
+            format: LogFormat::Text,
+        },
         accounts,
         source: ConfigSource::Environment,
         warnings: Vec::new(),
@@ -80,7 +92,10 @@ impl TestDaemon {
     pub async fn stop(self) {
         self.shutdown.cancel();
         let result = tokio::time::timeout(Duration::from_secs(8), self.task).await;
-        result.expect("daemon stops within 8 s").expect("daemon task does not panic").expect("daemon ends cleanly");
+        result
+            .expect("daemon stops within 8 s")
+            .expect("daemon task does not panic")
+            .expect("daemon ends cleanly");
     }
 
     /// Plain-text scrape (no gzip), parsed.
@@ -91,9 +106,18 @@ impl TestDaemon {
     pub async fn scrape_text(&self, gzip: bool) -> String {
         let client = reqwest::Client::builder();
         let client = if gzip { client } else { client.no_gzip() };
-        let response = client.build().unwrap().get(self.url("/metrics")).send().await.expect("scrape");
+        let response = client
+            .build()
+            .unwrap()
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("scrape");
         assert_eq!(response.status(), 200);
-        let encoding = response.headers().get("content-encoding").map(|value| value.to_str().unwrap().to_owned());
+        let encoding = response
+            .headers()
+            .get("content-encoding")
+            .map(|value| value.to_str().unwrap().to_owned());
         // reqwest strips the header when it decodes; with no_gzip the server must not compress.
         if !gzip {
             assert_eq!(encoding, None, "no gzip unless asked for");
@@ -102,7 +126,12 @@ impl TestDaemon {
     }
 
     /// Waits until `condition` holds on a scrape, or panics after `timeout`.
-    pub async fn wait_for(&self, what: &str, timeout: Duration, condition: impl Fn(&Metrics) -> bool) -> Metrics {
+    pub async fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        condition: impl Fn(&Metrics) -> bool,
+    ) -> Metrics {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let metrics = self.metrics().await;
@@ -110,7 +139,10 @@ impl TestDaemon {
                 return metrics;
             }
             if tokio::time::Instant::now() > deadline {
-                panic!("timed out waiting for {what}; last scrape:\n{}", metrics.health_lines());
+                panic!(
+                    "timed out waiting for {what}; last scrape:\n{}",
+                    metrics.health_lines()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -123,7 +155,12 @@ pub async fn start_daemon(config: Config) -> TestDaemon {
     let exporter = daemon.exporter();
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(daemon.run(shutdown.clone()));
-    TestDaemon { address, exporter, shutdown, task }
+    TestDaemon {
+        address,
+        exporter,
+        shutdown,
+        task,
+    }
 }
 
 /// One parsed exposition: series (name plus sorted labels) to value, and TYPE lines.
@@ -142,13 +179,22 @@ pub struct Series {
 
 impl Series {
     pub fn new(name: &str, labels: &[(&str, &str)]) -> Series {
-        let mut labels: Vec<(String, String)> = labels.iter().map(|(key, value)| (key.to_string(), value.to_string())).collect();
+        let mut labels: Vec<(String, String)> = labels
+            .iter()
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect();
         labels.sort();
-        Series { name: name.into(), labels }
+        Series {
+            name: name.into(),
+            labels,
+        }
     }
 
     pub fn label(&self, key: &str) -> Option<&str> {
-        self.labels.iter().find(|(name, _)| name == key).map(|(_, value)| value.as_str())
+        self.labels
+            .iter()
+            .find(|(name, _)| name == key)
+            .map(|(_, value)| value.as_str())
     }
 }
 
@@ -156,18 +202,27 @@ impl Metrics {
     /// Parses the text format independently of the daemon's own writer: label values with
     /// `\\`, `\"` and `\n` escapes, one sample per line.
     pub fn parse(text: &str) -> Metrics {
-        let mut metrics = Metrics { text: text.to_owned(), ..Metrics::default() };
+        let mut metrics = Metrics {
+            text: text.to_owned(),
+            ..Metrics::default()
+        };
         for line in text.lines() {
             if let Some(rest) = line.strip_prefix("# TYPE ") {
                 let (name, kind) = rest.split_once(' ').expect("TYPE line has a kind");
-                assert!(metrics.types.insert(name.into(), kind.into()).is_none(), "family {name} declared twice");
+                assert!(
+                    metrics.types.insert(name.into(), kind.into()).is_none(),
+                    "family {name} declared twice"
+                );
                 continue;
             }
             if line.starts_with('#') || line.is_empty() {
                 continue;
             }
             let (series, value) = parse_sample(line);
-            assert!(metrics.series.insert(series.clone(), value).is_none(), "duplicate series {series:?}");
+            assert!(
+                metrics.series.insert(series.clone(), value).is_none(),
+                "duplicate series {series:?}"
+            );
         }
         metrics
     }
@@ -177,11 +232,16 @@ impl Metrics {
     }
 
     pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        self.get(name, labels).unwrap_or_else(|| panic!("no series {name} {labels:?}"))
+        self.get(name, labels)
+            .unwrap_or_else(|| panic!("no series {name} {labels:?}"))
     }
 
     pub fn family(&self, name: &str) -> BTreeMap<Series, f64> {
-        self.series.iter().filter(|(series, _)| series.name == name).map(|(series, value)| (series.clone(), *value)).collect()
+        self.series
+            .iter()
+            .filter(|(series, _)| series.name == name)
+            .map(|(series, value)| (series.clone(), *value))
+            .collect()
     }
 
     pub fn up(&self, account: &str) -> f64 {
@@ -189,16 +249,27 @@ impl Metrics {
     }
 
     pub fn errors(&self, account: &str, reason: &str) -> f64 {
-        self.value("cometapi_poll_errors_total", &[("account", account), ("reason", reason)])
+        self.value(
+            "cometapi_poll_errors_total",
+            &[("account", account), ("reason", reason)],
+        )
     }
 
     /// Only the per-key families (the part that must survive a failed poll unchanged).
     pub fn key_series(&self) -> BTreeMap<Series, f64> {
-        self.series.iter().filter(|(series, _)| series.name.starts_with("cometapi_key_")).map(|(s, v)| (s.clone(), *v)).collect()
+        self.series
+            .iter()
+            .filter(|(series, _)| series.name.starts_with("cometapi_key_"))
+            .map(|(s, v)| (s.clone(), *v))
+            .collect()
     }
 
     pub fn health_lines(&self) -> String {
-        self.text.lines().filter(|line| !line.starts_with("cometapi_key_") && !line.starts_with('#')).collect::<Vec<_>>().join("\n")
+        self.text
+            .lines()
+            .filter(|line| !line.starts_with("cometapi_key_") && !line.starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 
@@ -223,7 +294,11 @@ fn parse_sample(line: &str) -> (Series, f64) {
                 }
                 ',' => continue,
                 '=' => {
-                    assert_eq!(characters.next().map(|(_, c)| c), Some('"'), "label value starts with a quote: {line:?}");
+                    assert_eq!(
+                        characters.next().map(|(_, c)| c),
+                        Some('"'),
+                        "label value starts with a quote: {line:?}"
+                    );
                     let mut value = String::new();
                     loop {
                         let (_, character) = characters.next().expect("unterminated label value");
@@ -251,13 +326,24 @@ fn parse_sample(line: &str) -> (Series, f64) {
         "+Inf" => f64::INFINITY,
         "-Inf" => f64::NEG_INFINITY,
         "NaN" => f64::NAN,
-        text => text.parse().unwrap_or_else(|_| panic!("bad value {text:?} in {line:?}")),
+        text => text
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value {text:?} in {line:?}")),
     };
     labels.sort();
-    (Series { name: name.into(), labels }, value)
+    (
+        Series {
+            name: name.into(),
+            labels,
+        },
+        value,
+    )
 }
 
 /// Unix seconds now.
 pub fn unix_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }

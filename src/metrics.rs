@@ -168,21 +168,23 @@ impl Exporter {
     }
 
     /// Swaps in the snapshot of a complete poll, re-renders, and marks the account up.
-    pub async fn publish(&self, snapshot: Snapshot, duration: Duration) {
+    pub async fn publish(&self, snapshot: Snapshot, duration: Duration) -> Arc<Snapshot> {
         let _render_guard = self.render_lock.lock().await;
+        let snapshot = Arc::new(snapshot);
         let account = snapshot.account.clone();
-        let completed_at = snapshot.completed_at;
-        let (keys, usable_keys) = (snapshot.keys.len(), snapshot.usable_count());
-        let snapshots = {
-            let mut accounts = self.lock_accounts();
-            if let Some(entry) = accounts.iter_mut().find(|entry| entry.view.name == account) {
-                entry.snapshot = Some(Arc::new(snapshot));
-            }
-            accounts
-                .iter()
-                .filter_map(|entry| entry.snapshot.clone())
-                .collect::<Vec<_>>()
-        };
+        // Render first, with the new snapshot in its account's place, and store the snapshot
+        // only afterwards: whoever sees the account ready (or the snapshot) also sees its series.
+        let snapshots: Vec<Arc<Snapshot>> = self
+            .lock_accounts()
+            .iter()
+            .filter_map(|entry| {
+                if entry.view.name == account {
+                    Some(Arc::clone(&snapshot))
+                } else {
+                    entry.snapshot.clone()
+                }
+            })
+            .collect();
         let rendered = tokio::task::spawn_blocking(move || exposition::render(&snapshots))
             .await
             .expect("rendering does not panic");
@@ -190,24 +192,27 @@ impl Exporter {
             .rendered
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(rendered);
+        if let Some(entry) = self
+            .lock_accounts()
+            .iter_mut()
+            .find(|entry| entry.view.name == account)
         {
-            let mut accounts = self.lock_accounts();
-            if let Some(entry) = accounts.iter_mut().find(|entry| entry.view.name == account) {
-                entry.view.keys = Some(keys);
-                entry.view.usable_keys = Some(usable_keys);
-                entry.view.last_success_at = Some(completed_at);
-                entry.view.last_attempt_at = Some(completed_at);
-                entry.view.last_duration = Some(duration);
-                entry.view.last_error = None;
-            }
+            entry.view.keys = Some(snapshot.keys.len());
+            entry.view.usable_keys = Some(snapshot.usable_count());
+            entry.view.last_success_at = Some(snapshot.completed_at);
+            entry.view.last_attempt_at = Some(snapshot.completed_at);
+            entry.view.last_duration = Some(duration);
+            entry.view.last_error = None;
+            entry.snapshot = Some(Arc::clone(&snapshot));
         }
         self.poll_duration
             .with_label_values(&[&account])
             .observe(duration.as_secs_f64());
         self.last_success
             .with_label_values(&[&account])
-            .set(completed_at as f64);
+            .set(snapshot.completed_at as f64);
         self.up.with_label_values(&[&account]).set(1);
+        snapshot
     }
 
     /// Records a failed or incomplete poll: the previous snapshot stays, `up` goes to 0.

@@ -55,8 +55,7 @@ impl AccountPoller {
                     account = %account, keys = snapshot.keys.len(), requests = listing.requests,
                     rescanned = listing.rescanned, duration_ms = duration.as_millis() as u64, "poll complete"
                 );
-                self.exporter.publish(snapshot, duration).await;
-                Ok(self.exporter.snapshot(&account).expect("just published"))
+                Ok(self.exporter.publish(snapshot, duration).await)
             }
             Err(ApiError::Cancelled) => {
                 tracing::info!(account = %account, "poll cancelled by shutdown");

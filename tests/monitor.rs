@@ -112,11 +112,14 @@ async fn a_complete_poll_of_1234_keys_exports_exactly_the_series_the_records_imp
         every(3_600),
     ))
     .await;
-    let metrics = daemon
-        .wait_for("the first poll", Duration::from_secs(20), |metrics| {
-            metrics.up("main") == 1.0
-        })
-        .await;
+    // Ready means the series are there: /readyz must not turn 200 before the render is swapped in.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while reqwest::get(daemon.url("/readyz")).await.unwrap().status() != 200 {
+        assert!(tokio::time::Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let metrics = daemon.metrics().await;
+    assert_eq!(metrics.up("main"), 1.0);
     let tokens = simulator.tokens();
     assert_eq!(tokens.len(), 1_234);
 

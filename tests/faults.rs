@@ -272,3 +272,15 @@ async fn polls_of_one_account_never_overlap_and_a_slow_account_does_not_delay_an
     }
     daemon.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_bare_array_after_paginated_listings_is_not_an_empty_account() {
+    let body = r#"{"data":[],"message":"","success":true}"#;
+    fault_is_survived(FaultEndpoint::List, status(200, body), "decode").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_without_total_cannot_be_checked_and_is_not_served() {
+    let body = r#"{"data":{"page":1,"page_size":100,"items":[]},"message":"","success":true}"#;
+    fault_is_survived(FaultEndpoint::List, status(200, body), "decode").await;
+}

@@ -310,3 +310,24 @@ async fn a_listing_that_keeps_changing_is_incomplete_and_not_served() {
     assert!(!before.key_series().is_empty());
     daemon.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cron_schedule_polls_on_its_ticks() {
+    let simulator = start_simulator(20).await;
+    let schedule = cometapi_keymon::config::PollSchedule::Cron("* * * * * *".into());
+    let daemon = start_daemon(test_config(vec![account_for("main", &simulator)], schedule)).await;
+    let started = std::time::Instant::now();
+    daemon
+        .wait_for("three polls", Duration::from_secs(10), |metrics| {
+            metrics.get(
+                "cometapi_poll_duration_seconds_count",
+                &[("account", "main")],
+            ) >= Some(3.0)
+        })
+        .await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(1_500),
+        "the first poll at start, then one per second"
+    );
+    daemon.stop().await;
+}

@@ -15,6 +15,7 @@ pub mod error;
 pub mod scan;
 pub mod wire;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -37,9 +38,10 @@ use wire::{Envelope, ListData, ServerStatus, WriteKind};
 /// (500 000 quota units per US dollar).
 pub const DEFAULT_QUOTA_PER_UNIT: f64 = 500_000.0;
 
-/// How long a 429 without `Retry-After` holds the account back: a third of new-api's 180 s
-/// rate-limit window, long enough for a sliding log to drain a burst.
-pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(60);
+/// How long a 429 without `Retry-After` (servers before 2026-07) holds the account back. The
+/// failed poll already stops requests until the next tick, which at the default interval is a
+/// minute away; this only keeps short intervals from hitting the limiter again at once.
+pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(10);
 
 /// Receives one call per HTTP request sent, for `cometapi_api_requests_total`.
 pub trait RequestObserver: Send + Sync {
@@ -96,6 +98,9 @@ pub struct ApiClient {
     budget: Arc<RequestBudget>,
     observer: Arc<dyn RequestObserver>,
     cancel: CancellationToken,
+    /// Set once a complete listing used the paginated envelope: from then on a bare array is a
+    /// broken answer, not an older server (an empty `[]` must not empty the account).
+    seen_paginated_listing: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for ApiClient {
@@ -148,6 +153,7 @@ impl ApiClient {
             authorization,
             observer,
             cancel,
+            seen_paginated_listing: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -159,6 +165,15 @@ impl ApiClient {
     /// server versions include other users' keys, which are then left out.
     pub fn user_id(&self) -> Option<i64> {
         self.settings.user_id
+    }
+
+    /// True once a complete listing of this account used the paginated envelope.
+    pub fn has_seen_paginated_listing(&self) -> bool {
+        self.seen_paginated_listing.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn remember_paginated_listing(&self) {
+        self.seen_paginated_listing.store(true, Ordering::Relaxed);
     }
 
     /// One page of `GET /api/token/`. Sends `p`, `page_size` and, for servers that only know it,

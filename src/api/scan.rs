@@ -95,9 +95,11 @@ async fn scan_pass(client: &ApiClient) -> Result<PassOutcome, ApiError> {
                 } else {
                     PAGE_SIZE
                 };
-                (info.items, info.total, Some(page_size))
+                (info.items, Some(info.total), Some(page_size))
             }
-            ListData::Bare(_) if !zero_based && page == 1 => {
+            ListData::Bare(_)
+                if !zero_based && page == 1 && !client.has_seen_paginated_listing() =>
+            {
                 // An older server: its `p` is 0-based, so what we got was its second page.
                 zero_based = true;
                 page = 0;
@@ -158,6 +160,9 @@ async fn scan_pass(client: &ApiClient) -> Result<PassOutcome, ApiError> {
     if duplicates > 0 {
         let detail = format!("{duplicates} keys appeared on two pages");
         return Ok(PassOutcome::Changed { detail, pages });
+    }
+    if !zero_based {
+        client.remember_paginated_listing();
     }
     Ok(PassOutcome::Complete { keys, pages })
 }

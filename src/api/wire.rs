@@ -40,9 +40,12 @@ pub struct PageInfo {
     pub page: i64,
     #[serde(default, deserialize_with = "lenient_i64")]
     pub page_size: i64,
-    /// `None` when the server did not send it.
-    #[serde(default, deserialize_with = "lenient_optional_i64")]
-    pub total: Option<i64>,
+    /// Required: without it a listing cannot be checked for completeness, and an envelope
+    /// without `total` is not one the server sends.
+    #[serde(deserialize_with = "required_i64")]
+    pub total: i64,
+    /// Required, but `null` (a Go nil slice) means no items.
+    #[serde(deserialize_with = "null_as_default")]
     pub items: Vec<TokenRecord>,
 }
 
@@ -241,7 +244,7 @@ mod tests {
         let ListData::Page(page) = envelope.data.unwrap() else {
             panic!("expected a page")
         };
-        assert_eq!(page.total, Some(2));
+        assert_eq!(page.total, 2);
         let second = KeyState::from(page.items[1].clone());
         assert_eq!(second.remain_quota, -2400);
         assert!(second.unlimited_quota && second.ip_restricted && second.model_restricted);
@@ -289,6 +292,33 @@ mod tests {
         };
         let key = KeyState::from(items[0].clone());
         assert!(key.ip_restricted && key.model_restricted);
+    }
+
+    #[test]
+    fn a_page_needs_total_and_items_but_items_may_be_null() {
+        let parse = |data: &str| {
+            serde_json::from_str::<Envelope<ListData>>(&format!(
+                r#"{{"success":true,"message":"","data":{data}}}"#
+            ))
+        };
+        let Ok(Envelope {
+            data: Some(ListData::Page(page)),
+            ..
+        }) = parse(r#"{"page":1,"page_size":100,"total":0,"items":null}"#)
+        else {
+            panic!("null items are an empty page")
+        };
+        assert!(page.items.is_empty());
+        assert!(
+            parse(r#"{"page":1,"page_size":100,"items":[]}"#).is_err(),
+            "no total"
+        );
+        assert!(
+            parse(r#"{"page":1,"page_size":100,"total":3}"#).is_err(),
+            "no items"
+        );
+        assert!(parse(r#"{}"#).is_err());
+        assert!(parse(r#"{"items":"nope","total":1}"#).is_err());
     }
 
     #[test]

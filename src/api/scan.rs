@@ -24,9 +24,14 @@ use crate::snapshot::KeyState;
 /// Keys asked for per page: new-api's maximum.
 pub const PAGE_SIZE: i64 = 100;
 
-/// A listing longer than this many pages (ten million keys) is treated as a server that never
-/// stops answering with full pages.
-const MAX_PAGES: i64 = 100_000;
+/// At most this many pages (a million keys; new-api's default cap is 1,000 keys per user) are
+/// read in one pass, so a server that never stops answering with full pages cannot exhaust
+/// the daemon's memory.
+const MAX_PAGES: i64 = 10_000;
+
+/// Pages read beyond what the first page's `total` implies before a pass gives up as changed:
+/// a listing that keeps growing while it is read cannot be complete.
+const MAX_PAGES_BEYOND_TOTAL: i64 = 5;
 
 /// A complete listing of one account.
 #[derive(Debug)]
@@ -142,6 +147,13 @@ async fn scan_pass(client: &ApiClient) -> Result<PassOutcome, ApiError> {
             return Err(ApiError::Incomplete {
                 detail: format!("still full pages after {MAX_PAGES} pages"),
             });
+        }
+        if let (Some(first), Some(page_size)) = (first_total, page_size) {
+            if page > first.max(0) / page_size + 1 + MAX_PAGES_BEYOND_TOTAL {
+                let detail =
+                    format!("the listing kept growing past its total of {first} while it was read");
+                return Ok(PassOutcome::Changed { detail, pages });
+            }
         }
     }
     if let (Some(first), Some(last)) = (first_total, last_total) {

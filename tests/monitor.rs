@@ -331,3 +331,37 @@ async fn a_cron_schedule_polls_on_its_ticks() {
     );
     daemon.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_that_grows_faster_than_it_is_read_gives_up_after_a_few_pages() {
+    let simulator = start_simulator(150).await;
+    simulator.push_fault(Fault {
+        endpoint: FaultEndpoint::List,
+        page: None,
+        times: FaultTimes::Always,
+        kind: FaultKind::Churn {
+            create: 100,
+            delete: 0,
+        },
+    });
+    let daemon = start_daemon(test_config(
+        vec![account_for("main", &simulator)],
+        every(3_600),
+    ))
+    .await;
+    let metrics = daemon
+        .wait_for("an incomplete poll", Duration::from_secs(20), |metrics| {
+            metrics.errors("main", "incomplete") == 1.0
+        })
+        .await;
+    assert_eq!(metrics.up("main"), 0.0);
+    // Each pass stops 5 pages past what its first page's total implies: 150 keys allow 7 pages;
+    // 7 pages later the second pass starts at 850 keys and allows 14.
+    let list_requests = simulator
+        .requests()
+        .iter()
+        .filter(|request| request.path == "/api/token/")
+        .count();
+    assert_eq!(list_requests, 7 + 14);
+    daemon.stop().await;
+}

@@ -356,18 +356,11 @@ mod tests {
 
     fn key(id: i64, name: &str) -> KeyState {
         KeyState {
-            id,
             name: name.into(),
             group: "default".into(),
-            status_code: 1,
-            created_time: 100,
-            accessed_time: 0,
-            expired_time: -1,
-            remain_quota: 10,
             used_quota: 5,
-            unlimited_quota: false,
-            ip_restricted: false,
             model_restricted: true,
+            ..KeyState::for_tests(id)
         }
     }
 

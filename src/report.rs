@@ -193,18 +193,11 @@ mod tests {
 
     fn key(id: i64, name: &str) -> KeyState {
         KeyState {
-            id,
             name: name.into(),
-            group: String::new(),
-            status_code: 1,
             created_time: 0,
-            accessed_time: 0,
-            expired_time: -1,
             remain_quota: 1_250_000,
             used_quota: 2_400,
-            unlimited_quota: false,
-            ip_restricted: false,
-            model_restricted: false,
+            ..KeyState::for_tests(id)
         }
     }
 

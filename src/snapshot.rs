@@ -101,6 +101,28 @@ impl KeyState {
     }
 }
 
+#[cfg(test)]
+impl KeyState {
+    /// A plain enabled, limited, never-expiring key for unit tests; override fields with
+    /// struct update syntax.
+    pub(crate) fn for_tests(id: i64) -> KeyState {
+        KeyState {
+            id,
+            name: format!("key-{id}"),
+            group: String::new(),
+            status_code: 1,
+            created_time: 100,
+            accessed_time: 0,
+            expired_time: -1,
+            remain_quota: 10,
+            used_quota: 0,
+            unlimited_quota: false,
+            ip_restricted: false,
+            model_restricted: false,
+        }
+    }
+}
+
 /// Everything one complete poll of one account produced.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
@@ -153,18 +175,8 @@ mod tests {
 
     fn key() -> KeyState {
         KeyState {
-            id: 1,
             name: "k".into(),
-            group: String::new(),
-            status_code: 1,
-            created_time: 100,
-            accessed_time: 0,
-            expired_time: -1,
-            remain_quota: 10,
-            used_quota: 0,
-            unlimited_quota: false,
-            ip_restricted: false,
-            model_restricted: false,
+            ..KeyState::for_tests(1)
         }
     }
 

@@ -217,7 +217,7 @@ impl ApiClient {
     /// `POST /api/token/`. The server answers without the new key's id or value.
     pub async fn create_key(&self, record: &KeyRecord) -> Result<(), ApiError> {
         let body = record.write_body(WriteKind::Create);
-        self.request_without_data(Endpoint::Create, Method::POST, "/api/token/", body)
+        self.request_without_data(Endpoint::Create, Method::POST, "/api/token/", Some(body))
             .await
     }
 
@@ -251,21 +251,19 @@ impl ApiClient {
     /// `DELETE /api/token/{id}`.
     pub async fn delete_key(&self, id: i64) -> Result<(), ApiError> {
         let path = format!("/api/token/{id}");
-        let bytes = self
-            .execute(Endpoint::Delete, Method::DELETE, &path, None)
-            .await?;
-        decode_envelope::<serde_json::Value>(Endpoint::Delete, &bytes, self.settings.token.expose())
-            .map(|_| ())
+        self.request_without_data(Endpoint::Delete, Method::DELETE, &path, None)
+            .await
     }
 
+    /// A request whose success carries no data (create, delete).
     async fn request_without_data(
         &self,
         endpoint: Endpoint,
         method: Method,
         path: &str,
-        body: Vec<u8>,
+        body: Option<Vec<u8>>,
     ) -> Result<(), ApiError> {
-        let bytes = self.execute(endpoint, method, path, Some(body)).await?;
+        let bytes = self.execute(endpoint, method, path, body).await?;
         decode_envelope::<serde_json::Value>(endpoint, &bytes, self.settings.token.expose())
             .map(|_| ())
     }

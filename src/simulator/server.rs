@@ -524,9 +524,18 @@ struct RequestFacts {
     arrived: Instant,
 }
 
+/// The request log keeps the newest this many requests, so a demo left running for days does
+/// not grow without bound; tests and benchmarks stay far below it.
+const MAX_RECORDED_REQUESTS: usize = 200_000;
+
 /// Appends the request to the log with the status answered (0 = connection dropped).
 fn record(inner: &Inner, facts: &RequestFacts, body: &[u8], status: u16) {
-    inner.lock_state().requests.push(RecordedRequest {
+    let mut state = inner.lock_state();
+    if state.requests.len() >= MAX_RECORDED_REQUESTS {
+        let excess = state.requests.len() + 1 - MAX_RECORDED_REQUESTS / 2;
+        state.requests.drain(..excess);
+    }
+    state.requests.push(RecordedRequest {
         method: facts.method.to_string(),
         path: facts.raw_path.clone(),
         query: facts.raw_query.clone(),

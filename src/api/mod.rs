@@ -167,6 +167,10 @@ impl ApiClient {
         self.settings.user_id
     }
 
+    fn secret(&self) -> &str {
+        self.settings.token.expose()
+    }
+
     /// True once a complete listing of this account used the paginated envelope.
     pub fn has_seen_paginated_listing(&self) -> bool {
         self.seen_paginated_listing.load(Ordering::Relaxed)
@@ -189,16 +193,17 @@ impl ApiClient {
     /// route without authentication; the token is sent anyway because it goes to the same
     /// origin and a patched server may want it.
     pub async fn quota_per_unit(&self) -> Result<f64, ApiError> {
-        let status: ServerStatus = match self
-            .request_data(Endpoint::Status, Method::GET, "/api/status", None)
+        let path = "/api/status";
+        let status = match self
+            .execute(Endpoint::Status, Method::GET, path, None)
             .await
         {
-            Ok(status) => status,
-            Err(ApiError::Http { status: 404, .. }) => ServerStatus::default(),
+            Ok(bytes) => decode_envelope::<ServerStatus>(Endpoint::Status, &bytes, self.secret())?,
+            Err(ApiError::Http { status: 404, .. }) => None,
             Err(error) => return Err(error),
         };
         Ok(status
-            .quota_per_unit
+            .and_then(|status| status.quota_per_unit)
             .filter(|value| value.is_finite() && *value > 0.0)
             .unwrap_or(DEFAULT_QUOTA_PER_UNIT))
     }
@@ -264,8 +269,7 @@ impl ApiClient {
         body: Option<Vec<u8>>,
     ) -> Result<(), ApiError> {
         let bytes = self.execute(endpoint, method, path, body).await?;
-        decode_envelope::<serde_json::Value>(endpoint, &bytes, self.settings.token.expose())
-            .map(|_| ())
+        decode_envelope::<serde_json::Value>(endpoint, &bytes, self.secret()).map(|_| ())
     }
 
     async fn request_data<T: DeserializeOwned>(
@@ -276,11 +280,9 @@ impl ApiClient {
         body: Option<Vec<u8>>,
     ) -> Result<T, ApiError> {
         let bytes = self.execute(endpoint, method, path, body).await?;
-        decode_envelope::<T>(endpoint, &bytes, self.settings.token.expose())?.ok_or_else(|| {
-            ApiError::Decode {
-                endpoint,
-                detail: "success without data".into(),
-            }
+        decode_envelope::<T>(endpoint, &bytes, self.secret())?.ok_or_else(|| ApiError::Decode {
+            endpoint,
+            detail: "success without data".into(),
         })
     }
 
@@ -399,7 +401,7 @@ impl ApiClient {
         }
         let (body_error, redirect_error) =
             (error.is_body() || error.is_decode(), error.is_redirect());
-        let detail = error_chain(&error.without_url(), self.settings.token.expose());
+        let detail = error_chain(&error.without_url(), self.secret());
         if body_error {
             return ApiError::Decode {
                 endpoint,

@@ -52,7 +52,9 @@ pub struct PageInfo {
 /// `data` of `GET /api/status`; only what we use.
 #[derive(Debug, Default, Deserialize)]
 pub struct ServerStatus {
-    #[serde(default, deserialize_with = "lenient_optional_f64")]
+    /// Anything but a number or a numeric string counts as "not said": the value only scales
+    /// dollars, so an odd status answer must not fail the poll.
+    #[serde(default, deserialize_with = "permissive_optional_f64")]
     pub quota_per_unit: Option<f64>,
 }
 
@@ -220,14 +222,14 @@ fn required_i64<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Er
     lenient_optional_i64(deserializer)?.ok_or_else(|| serde::de::Error::custom("id is null"))
 }
 
-fn lenient_optional_f64<'de, D: Deserializer<'de>>(
+fn permissive_optional_f64<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<f64>, D::Error> {
-    match Option::<LenientNumber>::deserialize(deserializer)? {
-        None => Ok(None),
-        Some(LenientNumber::Integer(value)) => Ok(Some(value as f64)),
-        Some(LenientNumber::Float(value)) => Ok(Some(value)),
-    }
+    Ok(match serde_json::Value::deserialize(deserializer)? {
+        serde_json::Value::Number(number) => number.as_f64(),
+        serde_json::Value::String(text) => text.trim().parse().ok(),
+        _ => None,
+    })
 }
 
 #[cfg(test)]
@@ -319,6 +321,20 @@ mod tests {
         );
         assert!(parse(r#"{}"#).is_err());
         assert!(parse(r#"{"items":"nope","total":1}"#).is_err());
+    }
+
+    #[test]
+    fn quota_per_unit_is_read_from_numbers_and_numeric_strings_only() {
+        let parse = |data: &str| {
+            serde_json::from_str::<ServerStatus>(data)
+                .unwrap()
+                .quota_per_unit
+        };
+        assert_eq!(parse(r#"{"quota_per_unit":500000}"#), Some(500_000.0));
+        assert_eq!(parse(r#"{"quota_per_unit":"250000.5"}"#), Some(250_000.5));
+        assert_eq!(parse(r#"{"quota_per_unit":true}"#), None);
+        assert_eq!(parse(r#"{"quota_per_unit":null}"#), None);
+        assert_eq!(parse(r#"{"other":1}"#), None);
     }
 
     #[test]

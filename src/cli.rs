@@ -257,7 +257,7 @@ fn demo(listen: SocketAddr, keys: usize) -> ExitCode {
 /// The configuration `demo` runs with: one account against the simulator, polled every 15 s.
 fn demo_config(listen: SocketAddr, simulator: &Simulator) -> Config {
     // The simulator has no rate limit of its own; a generous budget keeps the demo brisk.
-    let requests_per_minute = 600;
+    let requests_per_minute = 6_000;
     Config {
         server: ServerConfig {
             listen,

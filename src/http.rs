@@ -61,6 +61,11 @@ pub async fn serve(
                 continue;
             }
         };
+        // The response goes out in several writes (head, cached stream, tail); without
+        // TCP_NODELAY the last small one can wait ~40 ms for a delayed ACK.
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, %error, "cannot set TCP_NODELAY");
+        }
         let Ok(slot) = Arc::clone(&connection_slots).try_acquire_owned() else {
             tracing::warn!(%peer, limit = settings.max_connections, "too many open connections; closing a new one");
             continue;

@@ -49,13 +49,17 @@ impl AccountPoller {
         let now = unix_now();
         match result {
             Ok(listing) => {
+                let (keys, requests, rescanned) =
+                    (listing.keys.len(), listing.requests, listing.rescanned);
                 let snapshot =
                     Snapshot::new(account.clone(), listing.keys, listing.quota_per_unit, now);
+                let render_started = Instant::now();
+                let snapshot = self.exporter.publish(snapshot, duration).await;
                 tracing::info!(
-                    account = %account, keys = snapshot.keys.len(), requests = listing.requests,
-                    rescanned = listing.rescanned, duration_ms = duration.as_millis() as u64, "poll complete"
+                    account = %account, keys, requests, rescanned, duration_ms = duration.as_millis() as u64,
+                    render_ms = render_started.elapsed().as_millis() as u64, "poll complete"
                 );
-                Ok(self.exporter.publish(snapshot, duration).await)
+                Ok(snapshot)
             }
             Err(ApiError::Cancelled) => {
                 tracing::info!(account = %account, "poll cancelled by shutdown");

@@ -80,9 +80,9 @@ pub struct TokenRecord {
     pub expired_time: i64,
     #[serde(default, deserialize_with = "lenient_i64")]
     pub remain_quota: i64,
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "lenient_bool")]
     pub unlimited_quota: bool,
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "lenient_bool")]
     pub model_limits_enabled: bool,
     #[serde(default, deserialize_with = "null_as_default")]
     pub model_limits: String,
@@ -96,7 +96,7 @@ pub struct TokenRecord {
     pub used_quota: i64,
     #[serde(default, deserialize_with = "null_as_default")]
     pub group: String,
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "lenient_bool")]
     pub cross_group_retry: bool,
 }
 
@@ -187,6 +187,8 @@ where
 enum LenientNumber {
     Integer(i64),
     Float(f64),
+    /// A number written as a string (`"1234"`), as some proxies and hand-written servers do.
+    Text(String),
 }
 
 impl LenientNumber {
@@ -201,7 +203,30 @@ impl LenientNumber {
             LenientNumber::Float(value) => {
                 Err(E::custom(format!("expected an integer, got {value}")))
             }
+            LenientNumber::Text(ref text) => text
+                .trim()
+                .parse()
+                .map_err(|_| E::custom("expected an integer, got a non-numeric string")),
         }
+    }
+}
+
+/// `true`/`false`, `null` (false), or 0/1 as some servers encode booleans.
+fn lenient_bool<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum LenientBool {
+        Bool(bool),
+        Integer(i64),
+    }
+    match Option::<LenientBool>::deserialize(deserializer)? {
+        None => Ok(false),
+        Some(LenientBool::Bool(value)) => Ok(value),
+        Some(LenientBool::Integer(0)) => Ok(false),
+        Some(LenientBool::Integer(1)) => Ok(true),
+        Some(LenientBool::Integer(other)) => Err(serde::de::Error::custom(format!(
+            "expected a boolean, got {other}"
+        ))),
     }
 }
 
@@ -278,10 +303,26 @@ mod tests {
     }
 
     #[test]
+    fn numeric_strings_and_integer_booleans_are_accepted() {
+        let record: TokenRecord = serde_json::from_str(
+            r#"{"id":"12","remain_quota":" -5 ","unlimited_quota":1,"model_limits_enabled":0,"cross_group_retry":null}"#,
+        )
+        .unwrap();
+        assert_eq!((record.id, record.remain_quota), (12, -5));
+        assert!(
+            record.unlimited_quota && !record.model_limits_enabled && !record.cross_group_retry
+        );
+    }
+
+    #[test]
     fn a_record_without_id_or_with_a_fractional_number_is_rejected() {
         assert!(serde_json::from_str::<TokenRecord>(r#"{"name":"x"}"#).is_err());
         assert!(serde_json::from_str::<TokenRecord>(r#"{"id":1,"remain_quota":1.5}"#).is_err());
-        assert!(serde_json::from_str::<TokenRecord>(r#"{"id":"1"}"#).is_err());
+        assert!(serde_json::from_str::<TokenRecord>(r#"{"id":"x1"}"#).is_err());
+        assert!(serde_json::from_str::<TokenRecord>(r#"{"id":1,"unlimited_quota":2}"#).is_err());
+        assert!(
+            serde_json::from_str::<TokenRecord>(r#"{"id":1,"unlimited_quota":"yes"}"#).is_err()
+        );
     }
 
     #[test]

@@ -195,6 +195,8 @@ fn scan(path: Option<PathBuf>, output: OutputFormat) -> ExitCode {
             }
         }
         match output {
+            // A table of nothing is noise; scripts reading JSON still get a (possibly empty) array.
+            OutputFormat::Table if snapshots.is_empty() => {}
             OutputFormat::Table => print!("{}", report::table(&snapshots, now)),
             OutputFormat::Json => print!("{}", report::json(&snapshots, now)),
         }

@@ -195,8 +195,8 @@ async fn measure(keys: usize) -> Figures {
         assert_eq!(body.len(), text.len());
     }
     let peak_rss_mib = peak_rss_kib(child.id()) as f64 / 1024.0;
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+    let _ = Command::new("sh")
+        .args(["-c", &format!("kill -TERM {}", child.id())])
         .status();
     let _ = child.wait();
     simulator.shutdown().await;

@@ -69,8 +69,9 @@ impl DaemonProcess {
     }
 
     fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
+        // The shell's builtin `kill`: no dependency on procps being installed.
+        let status = Command::new("sh")
+            .args(["-c", &format!("kill {signal} {}", self.child.id())])
             .status()
             .unwrap();
         assert!(status.success());

@@ -229,11 +229,13 @@ async fn polls_of_one_account_never_overlap_and_a_slow_account_does_not_delay_an
         times: FaultTimes::Always,
         kind: FaultKind::Delay(Duration::from_millis(1_300)),
     });
-    let daemon = start_daemon(test_config(
+    let mut config = test_config(
         vec![account_for("slow", &slow), account_for("fast", &fast)],
         every(1),
-    ))
-    .await;
+    );
+    // Slow, but never slow enough to time out: a retried page would blur the request pattern.
+    config.poll.timeout = Duration::from_secs(10);
+    let daemon = start_daemon(config).await;
     let metrics = daemon
         .wait_for("skipped ticks on the slow account", WAIT, |metrics| {
             metrics.value("cometapi_poll_skipped_total", &[("account", "slow")]) >= 2.0

@@ -316,19 +316,13 @@ async fn a_cron_schedule_polls_on_its_ticks() {
     let simulator = start_simulator(20).await;
     let schedule = cometapi_keymon::config::PollSchedule::Cron("* * * * * *".into());
     let daemon = start_daemon(test_config(vec![account_for("main", &simulator)], schedule)).await;
-    let started = std::time::Instant::now();
-    daemon
-        .wait_for("three polls", Duration::from_secs(10), |metrics| {
-            metrics.get(
-                "cometapi_poll_duration_seconds_count",
-                &[("account", "main")],
-            ) >= Some(3.0)
-        })
-        .await;
-    assert!(
-        started.elapsed() >= Duration::from_millis(1_500),
-        "the first poll at start, then one per second"
+    tokio::time::sleep(Duration::from_millis(3_300)).await;
+    let polls = daemon.metrics().await.value(
+        "cometapi_poll_duration_seconds_count",
+        &[("account", "main")],
     );
+    // The poll at start plus one per cron tick: about 4 in 3.3 s, never a tight loop.
+    assert!((3.0..=6.0).contains(&polls), "{polls} polls in 3.3 s");
     daemon.stop().await;
 }
 

@@ -194,3 +194,61 @@ async fn a_bad_pat_on_a_legacy_server_is_http_200_success_false_and_counted_as_a
     let error = scan_account(&client).await.unwrap_err();
     assert_eq!(error.reason(), Some("api_error"), "{error}");
 }
+
+/// A server older than 2025-06 answers the listing with a bare array and a 0-based `p`; the
+/// scan notices on page 1, starts again from `p=0` and stops at the first short page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bare_array_listings_of_older_servers_are_read_from_page_zero() {
+    use cometapi_keymon::simulator::{Fault, FaultEndpoint, FaultKind, FaultTimes};
+    let simulator = start_simulator(3).await;
+    let record = |id: i64| {
+        serde_json::json!({
+            "id": id, "user_id": 1, "key": "k", "status": 1, "name": format!("old-{id}"),
+            "created_time": 1_700_000_000, "accessed_time": 0, "expired_time": -1,
+            "remain_quota": id * 10, "unlimited_quota": false, "used_quota": 0,
+            "models": "", "subnet": ""
+        })
+    };
+    // one-api pages hold 10 keys: ids 25..16 on p=0, 15..6 on p=1, 5..1 on p=2.
+    let page = |ids: std::ops::RangeInclusive<i64>| {
+        let items: Vec<serde_json::Value> = ids.rev().map(record).collect();
+        serde_json::json!({ "success": true, "message": "", "data": items }).to_string()
+    };
+    let answer = |page_number: i64, times: FaultTimes, body: String| Fault {
+        endpoint: FaultEndpoint::List,
+        page: Some(page_number),
+        times,
+        kind: FaultKind::HttpStatus {
+            status: 200,
+            body,
+            retry_after: None,
+        },
+    };
+    // The simulator parses `p` like the newest server (p=0 is page 1), so the answers are queued
+    // in request order: p=1, p=0, p=1, p=2.
+    for body in [page(6..=15), page(16..=25), page(6..=15)] {
+        simulator.push_fault(answer(1, FaultTimes::Once, body));
+    }
+    simulator.push_fault(answer(2, FaultTimes::Once, page(1..=5)));
+
+    let listing = scan_account(&client_for(&simulator, None)).await.unwrap();
+    let ids: Vec<i64> = listing.keys.iter().map(|key| key.id).collect();
+    assert_eq!(ids, (1..=25).collect::<Vec<_>>());
+    assert_eq!(listing.keys[4].remain_quota, 50);
+    let pages: Vec<String> = simulator
+        .requests()
+        .iter()
+        .filter(|request| request.path == "/api/token/")
+        .map(|request| {
+            request
+                .query
+                .clone()
+                .unwrap_or_default()
+                .split('&')
+                .next()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(pages, ["p=1", "p=0", "p=1", "p=2"]);
+}

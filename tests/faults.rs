@@ -12,10 +12,8 @@ const WAIT: Duration = Duration::from_secs(20);
 
 async fn fault_is_survived(endpoint: FaultEndpoint, kind: FaultKind, reason: &str) {
     let simulator = start_simulator(150).await;
-    let daemon = start_daemon(test_config(vec![account_for("main", &simulator)], every(1))).await;
-    let good = daemon
-        .wait_for("the first poll", WAIT, |metrics| metrics.up("main") == 1.0)
-        .await;
+    let daemon = start_daemon_for(&simulator, every(1)).await;
+    let good = daemon.first_poll().await;
     let good_keys = good.key_series();
     assert!(!good_keys.is_empty());
 
@@ -196,14 +194,8 @@ async fn transient_server_errors_are_retried_within_the_poll() {
         times: FaultTimes::Once,
         kind: status(503, ""),
     });
-    let daemon = start_daemon(test_config(
-        vec![account_for("main", &simulator)],
-        every(3_600),
-    ))
-    .await;
-    let metrics = daemon
-        .wait_for("the first poll", WAIT, |metrics| metrics.up("main") == 1.0)
-        .await;
+    let daemon = start_daemon_for(&simulator, every(3_600)).await;
+    let metrics = daemon.first_poll().await;
     assert_eq!(
         metrics.errors("main", "http_5xx"),
         0.0,

@@ -107,11 +107,7 @@ fn list_and_status_requests(simulator: &Simulator) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_complete_poll_of_1234_keys_exports_exactly_the_series_the_records_imply() {
     let simulator = start_simulator(1_234).await;
-    let daemon = start_daemon(test_config(
-        vec![account_for("main", &simulator)],
-        every(3_600),
-    ))
-    .await;
+    let daemon = start_daemon_for(&simulator, every(3_600)).await;
     // Ready means the series are there: /readyz must not turn 200 before the render is swapped in.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while reqwest::get(daemon.url("/readyz")).await.unwrap().status() != 200 {
@@ -192,16 +188,8 @@ async fn a_complete_poll_of_1234_keys_exports_exactly_the_series_the_records_imp
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_page_request_uses_p_from_1_and_page_size_100() {
     let simulator = start_simulator(250).await;
-    let daemon = start_daemon(test_config(
-        vec![account_for("main", &simulator)],
-        every(3_600),
-    ))
-    .await;
-    daemon
-        .wait_for("the first poll", Duration::from_secs(20), |metrics| {
-            metrics.up("main") == 1.0
-        })
-        .await;
+    let daemon = start_daemon_for(&simulator, every(3_600)).await;
+    daemon.first_poll().await;
     let pages: Vec<String> = simulator
         .requests()
         .iter()
@@ -240,16 +228,8 @@ async fn keys_created_and_deleted_between_pages_still_yield_exactly_the_right_ke
             delete: 2,
         },
     });
-    let daemon = start_daemon(test_config(
-        vec![account_for("main", &simulator)],
-        every(3_600),
-    ))
-    .await;
-    let metrics = daemon
-        .wait_for("the first poll", Duration::from_secs(20), |metrics| {
-            metrics.up("main") == 1.0
-        })
-        .await;
+    let daemon = start_daemon_for(&simulator, every(3_600)).await;
+    let metrics = daemon.first_poll().await;
     let expected_ids: BTreeSet<String> = simulator
         .tokens()
         .iter()
@@ -271,16 +251,8 @@ async fn keys_created_and_deleted_between_pages_still_yield_exactly_the_right_ke
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listing_that_keeps_changing_is_incomplete_and_not_served() {
     let simulator = start_simulator(300).await;
-    let daemon = start_daemon(test_config(
-        vec![account_for("main", &simulator)],
-        every(3_600),
-    ))
-    .await;
-    let before = daemon
-        .wait_for("the first poll", Duration::from_secs(20), |metrics| {
-            metrics.up("main") == 1.0
-        })
-        .await;
+    let daemon = start_daemon_for(&simulator, every(3_600)).await;
+    let before = daemon.first_poll().await;
     daemon.stop().await;
 
     simulator.push_fault(Fault {
@@ -292,11 +264,7 @@ async fn a_listing_that_keeps_changing_is_incomplete_and_not_served() {
             delete: 0,
         },
     });
-    let daemon = start_daemon(test_config(
-        vec![account_for("main", &simulator)],
-        every(3_600),
-    ))
-    .await;
+    let daemon = start_daemon_for(&simulator, every(3_600)).await;
     let after = daemon
         .wait_for("an incomplete poll", Duration::from_secs(20), |metrics| {
             metrics.errors("main", "incomplete") == 1.0
@@ -315,7 +283,7 @@ async fn a_listing_that_keeps_changing_is_incomplete_and_not_served() {
 async fn a_cron_schedule_polls_on_its_ticks() {
     let simulator = start_simulator(20).await;
     let schedule = cometapi_keymon::config::PollSchedule::Cron("* * * * * *".into());
-    let daemon = start_daemon(test_config(vec![account_for("main", &simulator)], schedule)).await;
+    let daemon = start_daemon_for(&simulator, schedule).await;
     tokio::time::sleep(Duration::from_millis(3_300)).await;
     let polls = daemon.metrics().await.value(
         "cometapi_poll_duration_seconds_count",
@@ -338,11 +306,7 @@ async fn a_listing_that_grows_faster_than_it_is_read_gives_up_after_a_few_pages(
             delete: 0,
         },
     });
-    let daemon = start_daemon(test_config(
-        vec![account_for("main", &simulator)],
-        every(3_600),
-    ))
-    .await;
+    let daemon = start_daemon_for(&simulator, every(3_600)).await;
     let metrics = daemon
         .wait_for("an incomplete poll", Duration::from_secs(20), |metrics| {
             metrics.errors("main", "incomplete") == 1.0

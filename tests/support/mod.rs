@@ -125,6 +125,14 @@ impl TestDaemon {
         response.text().await.expect("scrape body")
     }
 
+    /// Waits for the first complete poll of the account `main`.
+    pub async fn first_poll(&self) -> Metrics {
+        self.wait_for("the first poll", Duration::from_secs(20), |metrics| {
+            metrics.up("main") == 1.0
+        })
+        .await
+    }
+
     /// Waits until `condition` holds on a scrape, or panics after `timeout`.
     pub async fn wait_for(
         &self,
@@ -147,6 +155,11 @@ impl TestDaemon {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// A daemon polling one account named `main` on `simulator`.
+pub async fn start_daemon_for(simulator: &Simulator, schedule: PollSchedule) -> TestDaemon {
+    start_daemon(test_config(vec![account_for("main", simulator)], schedule)).await
 }
 
 pub async fn start_daemon(config: Config) -> TestDaemon {

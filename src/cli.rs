@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{scan_account, ApiClient, ClientSettings, IgnoreRequests};
-use crate::app::Daemon;
+use crate::app::{AppError, Daemon};
 use crate::config::{
     self, AccountConfig, Config, ConfigSource, LogConfig, LogFormat, PollConfig, PollSchedule,
     ServerConfig, TokenSource,
@@ -131,6 +131,11 @@ fn run(path: Option<PathBuf>) -> ExitCode {
         };
         match daemon.run(shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
+            // A token that cannot be sent as a header is a configuration mistake.
+            Err(error @ AppError::Client(_)) => {
+                eprintln!("cometapi-keymon: {error}");
+                ExitCode::from(2)
+            }
             Err(error) => failure(error.to_string()),
         }
     })
@@ -167,7 +172,10 @@ fn scan(path: Option<PathBuf>, output: OutputFormat) -> ExitCode {
             let settings = ClientSettings::from_config(account, &config.poll);
             let client = match ApiClient::new(settings, Arc::new(IgnoreRequests), cancel.clone()) {
                 Ok(client) => client,
-                Err(error) => return failure(error.to_string()),
+                Err(error) => {
+                    eprintln!("cometapi-keymon: {error}");
+                    return ExitCode::from(2);
+                }
             };
             scans.spawn(async move { (index, scan_account(&client).await) });
         }

@@ -11,6 +11,7 @@
 //! `scan` builds the complete, de-duplicated listing of an account on top of `list_page`.
 
 pub mod budget;
+pub mod edit;
 pub mod error;
 pub mod scan;
 pub mod wire;
@@ -26,6 +27,7 @@ use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
 pub use budget::RequestBudget;
+pub use edit::{editable_changes, FieldChange, KeyEdit};
 pub use error::{ApiError, Endpoint, POLL_ERROR_REASONS};
 pub use scan::{scan_account, AccountListing};
 pub use wire::TokenRecord as KeyRecord;

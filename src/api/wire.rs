@@ -98,6 +98,10 @@ pub struct TokenRecord {
     pub group: String,
     #[serde(default, deserialize_with = "lenient_bool")]
     pub cross_group_retry: bool,
+    /// new-api ≥ 2026-08 (group `auto`): the selected auto groups. `null` or missing is `None`
+    /// and is not sent back; a list is echoed on every write so a full PUT cannot clear it.
+    #[serde(default)]
+    pub auto_groups: Option<Vec<String>>,
 }
 
 /// Which write a request body is for.
@@ -128,6 +132,9 @@ impl TokenRecord {
             "group": self.group,
             "cross_group_retry": self.cross_group_retry,
         });
+        if let Some(auto_groups) = &self.auto_groups {
+            body["auto_groups"] = auto_groups.clone().into();
+        }
         if kind != WriteKind::Create {
             body["id"] = self.id.into();
         }

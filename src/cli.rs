@@ -132,7 +132,7 @@ fn run(path: Option<PathBuf>) -> ExitCode {
         match daemon.run(shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             // A token that cannot be sent as a header is a configuration mistake.
-            Err(error @ AppError::Client(_)) => {
+            Err(error @ (AppError::Client(_) | AppError::PolicyState(_))) => {
                 eprintln!("cometapi-keymon: {error}");
                 ExitCode::from(2)
             }
@@ -288,6 +288,7 @@ fn demo_config(listen: SocketAddr, simulator: &Simulator) -> Config {
             requests_per_minute,
         }],
         source: ConfigSource::Environment,
+        policy: None,
         warnings: Vec::new(),
     }
 }

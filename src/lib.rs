@@ -11,6 +11,7 @@ pub mod config;
 pub mod exposition;
 pub mod http;
 pub mod metrics;
+pub mod policy;
 pub mod poller;
 pub mod report;
 pub mod schedule;

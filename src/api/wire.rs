@@ -118,6 +118,24 @@ pub enum WriteKind {
 }
 
 impl TokenRecord {
+    /// A record with what a snapshot knows of a key (no model or IP lists): for describing a
+    /// planned change, never for writing.
+    pub fn from_state(key: &KeyState) -> TokenRecord {
+        TokenRecord {
+            id: key.id,
+            status: key.status_code,
+            name: key.name.clone(),
+            created_time: key.created_time,
+            accessed_time: key.accessed_time,
+            expired_time: key.expired_time,
+            remain_quota: key.remain_quota,
+            unlimited_quota: key.unlimited_quota,
+            used_quota: key.used_quota,
+            group: key.group.clone(),
+            ..TokenRecord::default()
+        }
+    }
+
     /// The JSON body of a write: every editable field of this record, because the server resets
     /// the ones a full update omits.
     pub fn write_body(&self, kind: WriteKind) -> Vec<u8> {

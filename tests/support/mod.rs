@@ -69,6 +69,7 @@ pub fn test_config(accounts: Vec<AccountConfig>, schedule: PollSchedule) -> Conf
         },
         accounts,
         source: ConfigSource::Environment,
+        policy: None,
         warnings: Vec::new(),
     }
 }

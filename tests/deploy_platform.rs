@@ -199,8 +199,10 @@ fn check_shipped_config(
         "{relative} should hold `{shipped_line}` once"
     );
     assert!(
-        !config.contains("[policy]"),
-        "{relative}: this version rejects a [policy] section"
+        config.contains("[policy]\n")
+            && config.contains("dry_run = true\n")
+            && config.contains("state_dir = \"/var/lib/cometapi-keymon\"\n"),
+        "{relative}: the shipped policy must be a dry run keeping its state in the persistent state directory"
     );
     let directory = tempfile::tempdir().unwrap();
     let token_path = directory.path().join("token");

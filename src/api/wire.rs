@@ -113,7 +113,8 @@ pub enum WriteKind {
     /// ignores `status` in this mode but runs its enable guard when it is 1, which would refuse
     /// the very write that repairs an expired or exhausted key.
     Update,
-    /// `PUT /api/token/?status_only=true`: the full record and `status`.
+    /// `PUT /api/token/?status_only=true`: the full record and `status`, with a negative
+    /// `remain_quota` of a limited key sent as 0 (validated, then ignored, by the server).
     StatusOnly,
 }
 
@@ -158,6 +159,12 @@ impl TokenRecord {
         }
         if kind == WriteKind::StatusOnly {
             body["status"] = self.status.into();
+            // The server validates the quota even in status-only mode (and then ignores it): an
+            // overdrawn limited key (remain < 0, normal after post-consumption) would be refused
+            // "Quota value cannot be negative" and could never be disabled.
+            if !self.unlimited_quota && self.remain_quota < 0 {
+                body["remain_quota"] = 0.into();
+            }
         }
         body.to_string().into_bytes()
     }

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod exposition;
 pub mod http;
+pub mod keys_command;
 pub mod metrics;
 pub mod policy;
 pub mod poller;

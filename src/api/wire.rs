@@ -113,8 +113,8 @@ pub enum WriteKind {
     /// ignores `status` in this mode but runs its enable guard when it is 1, which would refuse
     /// the very write that repairs an expired or exhausted key.
     Update,
-    /// `PUT /api/token/?status_only=true`: the full record and `status`, with a negative
-    /// `remain_quota` of a limited key sent as 0 (validated, then ignored, by the server).
+    /// `PUT /api/token/?status_only=true`: the full record and `status`, except that a limited
+    /// key's negative quota is sent as 0 (the server validates it but writes only `status`).
     StatusOnly,
 }
 
@@ -159,9 +159,9 @@ impl TokenRecord {
         }
         if kind == WriteKind::StatusOnly {
             body["status"] = self.status.into();
-            // The server validates the quota even in status-only mode (and then ignores it): an
-            // overdrawn limited key (remain < 0, normal after post-consumption) would be refused
-            // "Quota value cannot be negative" and could never be disabled.
+            // The server checks the body's quota even in this mode and refuses a negative one
+            // on a limited key ("Quota value cannot be negative"), so an overdrawn key could
+            // never be disabled. The mode writes nothing but `status`, so 0 is safe to send.
             if !self.unlimited_quota && self.remain_quota < 0 {
                 body["remain_quota"] = 0.into();
             }
@@ -354,6 +354,34 @@ mod tests {
         assert!(serde_json::from_str::<TokenRecord>(r#"{"id":1,"unlimited_quota":2}"#).is_err());
         assert!(
             serde_json::from_str::<TokenRecord>(r#"{"id":1,"unlimited_quota":"yes"}"#).is_err()
+        );
+    }
+
+    #[test]
+    fn status_only_body_of_an_overdrawn_limited_key_passes_the_quota_check() {
+        let overdrawn = TokenRecord {
+            id: 9,
+            status: 2,
+            remain_quota: -4_200,
+            ..TokenRecord::default()
+        };
+        let body = |record: &TokenRecord, kind| {
+            serde_json::from_slice::<serde_json::Value>(&record.write_body(kind)).unwrap()
+        };
+        assert_eq!(body(&overdrawn, WriteKind::StatusOnly)["remain_quota"], 0);
+        assert_eq!(body(&overdrawn, WriteKind::StatusOnly)["status"], 2);
+        assert_eq!(
+            body(&overdrawn, WriteKind::Update)["remain_quota"],
+            -4_200,
+            "a full update writes what it is given"
+        );
+        let unlimited = TokenRecord {
+            unlimited_quota: true,
+            ..overdrawn
+        };
+        assert_eq!(
+            body(&unlimited, WriteKind::StatusOnly)["remain_quota"],
+            -4_200
         );
     }
 

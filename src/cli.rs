@@ -61,6 +61,13 @@ enum Command {
     },
     /// The management API of one account: list, get, create, update, disable, enable, delete.
     Keys(crate::keys_command::KeysArguments),
+    /// One fresh poll, then what each policy rule would do now; never writes.
+    Plan {
+        #[arg(long, short = 'c', value_name = "FILE", env = "KEYMON_CONFIG")]
+        config: Option<PathBuf>,
+        #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
     /// Run the daemon against a built-in simulated account; needs no credentials.
     Demo {
         /// Where the daemon serves /metrics.
@@ -96,6 +103,7 @@ pub fn main() -> ExitCode {
         Command::CheckConfig { config } => check_config(config),
         Command::Scan { config, output } => scan(config, output),
         Command::Keys(arguments) => crate::keys_command::run(arguments),
+        Command::Plan { config, output } => crate::plan_command::run(config, output),
         Command::Demo { listen, keys } => demo(listen, keys),
     }
 }
@@ -169,42 +177,11 @@ fn scan(path: Option<PathBuf>, output: OutputFormat) -> ExitCode {
         eprintln!("warning: {warning}");
     }
     runtime().block_on(async move {
-        let cancel = CancellationToken::new();
-        let mut scans = tokio::task::JoinSet::new();
-        for (index, account) in config.accounts.iter().enumerate() {
-            let settings = ClientSettings::from_config(account, &config.poll);
-            let client = match ApiClient::new(settings, Arc::new(IgnoreRequests), cancel.clone()) {
-                Ok(client) => client,
-                Err(error) => {
-                    eprintln!("cometapi-keymon: {error}");
-                    return ExitCode::from(2);
-                }
-            };
-            scans.spawn(async move { (index, scan_account(&client).await) });
-        }
-        let mut results = Vec::new();
-        while let Some(joined) = scans.join_next().await {
-            results.push(joined.expect("a scan task does not panic"));
-        }
-        results.sort_by_key(|(index, _)| *index);
         let now = unix_now();
-        let mut snapshots = Vec::new();
-        let mut failed = false;
-        for (index, result) in results {
-            let account = &config.accounts[index].name;
-            match result {
-                Ok(listing) => snapshots.push(Arc::new(Snapshot::new(
-                    account.clone(),
-                    listing.keys,
-                    listing.quota_per_unit,
-                    now,
-                ))),
-                Err(error) => {
-                    eprintln!("cometapi-keymon: account {account}: {error}");
-                    failed = true;
-                }
-            }
-        }
+        let (snapshots, failed) = match scan_every_account(&config, now).await {
+            Ok(scanned) => scanned,
+            Err(code) => return code,
+        };
         match output {
             // A table of nothing is noise; scripts reading JSON still get a (possibly empty) array.
             OutputFormat::Table if snapshots.is_empty() => {}
@@ -217,6 +194,51 @@ fn scan(path: Option<PathBuf>, output: OutputFormat) -> ExitCode {
             ExitCode::SUCCESS
         }
     })
+}
+
+/// One complete poll of every account, concurrently: the snapshots of those that completed (in
+/// config order) and whether any failed (each failure printed on stderr). Exit 2 when a client
+/// cannot be built (a token that is not a valid header value).
+pub(crate) async fn scan_every_account(
+    config: &Config,
+    now: i64,
+) -> Result<(Vec<Arc<Snapshot>>, bool), ExitCode> {
+    let cancel = CancellationToken::new();
+    let mut scans = tokio::task::JoinSet::new();
+    for (index, account) in config.accounts.iter().enumerate() {
+        let settings = ClientSettings::from_config(account, &config.poll);
+        let client = match ApiClient::new(settings, Arc::new(IgnoreRequests), cancel.clone()) {
+            Ok(client) => client,
+            Err(error) => {
+                eprintln!("cometapi-keymon: {error}");
+                return Err(ExitCode::from(2));
+            }
+        };
+        scans.spawn(async move { (index, scan_account(&client).await) });
+    }
+    let mut results = Vec::new();
+    while let Some(joined) = scans.join_next().await {
+        results.push(joined.expect("a scan task does not panic"));
+    }
+    results.sort_by_key(|(index, _)| *index);
+    let mut snapshots = Vec::new();
+    let mut failed = false;
+    for (index, result) in results {
+        let account = &config.accounts[index].name;
+        match result {
+            Ok(listing) => snapshots.push(Arc::new(Snapshot::new(
+                account.clone(),
+                listing.keys,
+                listing.quota_per_unit,
+                now,
+            ))),
+            Err(error) => {
+                eprintln!("cometapi-keymon: account {account}: {error}");
+                failed = true;
+            }
+        }
+    }
+    Ok((snapshots, failed))
 }
 
 fn demo(listen: SocketAddr, keys: usize) -> ExitCode {

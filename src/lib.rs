@@ -12,6 +12,7 @@ pub mod exposition;
 pub mod http;
 pub mod keys_command;
 pub mod metrics;
+pub mod plan_command;
 pub mod policy;
 pub mod poller;
 pub mod report;

@@ -42,19 +42,37 @@ pub fn table(snapshots: &[Arc<Snapshot>], now: i64) -> String {
             ]);
         }
     }
-    let mut widths = [0usize; 8];
-    for row in &rows {
+    let rows: Vec<Vec<String>> = rows.into_iter().map(Vec::from).collect();
+    let mut out = render_table(&rows, &[1, 5, 6]);
+    for snapshot in snapshots {
+        let _ = writeln!(
+            out,
+            "{}: {} keys, {} usable (1 USD = {} quota units)",
+            snapshot.account,
+            snapshot.keys.len(),
+            snapshot.usable_count(),
+            snapshot.quota_per_unit
+        );
+    }
+    out
+}
+
+/// Rows as aligned columns, two spaces apart: columns in `right_aligned` (numbers) padded on the
+/// left, the others on the right; trailing spaces trimmed.
+pub fn render_table(rows: &[Vec<String>], right_aligned: &[usize]) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let mut widths = vec![0usize; columns];
+    for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
         }
     }
     let mut out = String::new();
-    for row in &rows {
+    for row in rows {
         let mut line = String::new();
-        for (column, (cell, width)) in row.iter().zip(widths).enumerate() {
+        for (column, (cell, width)) in row.iter().zip(&widths).enumerate() {
             let padding = width - cell.chars().count();
-            // Numbers right-aligned, text left-aligned.
-            if matches!(column, 1 | 5 | 6) {
+            if right_aligned.contains(&column) {
                 line.push_str(&" ".repeat(padding));
                 line.push_str(cell);
             } else {
@@ -65,16 +83,6 @@ pub fn table(snapshots: &[Arc<Snapshot>], now: i64) -> String {
         }
         out.push_str(line.trim_end());
         out.push('\n');
-    }
-    for snapshot in snapshots {
-        let _ = writeln!(
-            out,
-            "{}: {} keys, {} usable (1 USD = {} quota units)",
-            snapshot.account,
-            snapshot.keys.len(),
-            snapshot.usable_count(),
-            snapshot.quota_per_unit
-        );
     }
     out
 }

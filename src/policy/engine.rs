@@ -764,6 +764,46 @@ mod tests {
     }
 
     #[test]
+    fn an_unfinished_intent_is_judged_by_what_the_key_shows_now() {
+        let intent: AuditEntry = serde_json::from_value(serde_json::json!({
+            "time": "", "unix_time": 0, "event": "intent", "action_id": "a", "account": "main",
+            "rule": "r", "key_id": 1, "action": "top_up", "dry_run": false,
+            "used_quota_at_read": 900,
+            "changes": [
+                {"field": "status", "before": 4, "after": 1},
+                {"field": "remain_quota", "before": 0, "after": 1000}
+            ]
+        }))
+        .unwrap();
+        let landings = |now: KeyRecord| -> Vec<Landing> {
+            reconcile_landings(&intent, &now)
+                .into_iter()
+                .map(|(_, landing)| landing)
+                .collect()
+        };
+        // Both landed, then 30 was spent.
+        assert_eq!(
+            landings(record(1, 970, 930)),
+            [Landing::Applied, Landing::Applied]
+        );
+        // The quota landed, the status write never did.
+        assert_eq!(
+            landings(record(4, 1000, 900)),
+            [Landing::NotApplied, Landing::Applied]
+        );
+        // Nothing landed.
+        assert_eq!(
+            landings(record(4, 0, 900)),
+            [Landing::NotApplied, Landing::NotApplied]
+        );
+        // Someone else changed the key since.
+        assert_eq!(
+            landings(record(2, 77, 900)),
+            [Landing::Unknown, Landing::Unknown]
+        );
+    }
+
+    #[test]
     fn re_enabling_an_exhausted_key_fixes_quota_before_status() {
         let rule = Rule {
             name: "restore".into(),

@@ -229,6 +229,36 @@ impl Rule {
         self.selects(account, key) && self.conditions_hold(key, now) && self.action_changes(key)
     }
 
+    /// What the action would change on `key`, field by field (before, after), as the
+    /// snapshot shows it: `status` by name, `remain_quota` in quota units.
+    pub fn planned_change(&self, key: &KeyState) -> Vec<(&'static str, String, String)> {
+        let status = |status: KeyStatus| status.label().to_owned();
+        match self.action {
+            ActionKind::Disable => {
+                vec![("status", status(key.status()), status(KeyStatus::Disabled))]
+            }
+            ActionKind::Enable => {
+                vec![("status", status(key.status()), status(KeyStatus::Enabled))]
+            }
+            ActionKind::TopUp => {
+                let top_up = self.top_up.expect("a top_up rule has top_up settings");
+                let mut changes = vec![(
+                    "remain_quota",
+                    key.remain_quota.to_string(),
+                    top_up.to.to_string(),
+                )];
+                if top_up.enable && key.status() == KeyStatus::Exhausted {
+                    changes.push((
+                        "status",
+                        status(KeyStatus::Exhausted),
+                        status(KeyStatus::Enabled),
+                    ));
+                }
+                changes
+            }
+        }
+    }
+
     /// Which conditions the rule checks, for `plan` and log lines ("expired, status=enabled").
     pub fn describe_conditions(&self) -> String {
         let conditions = &self.conditions;

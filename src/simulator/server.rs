@@ -187,7 +187,14 @@ pub(crate) async fn serve(listener: TcpListener, inner: Arc<Inner>, shutdown: Ca
         let connection_inner = inner.clone();
         let service = service_fn(move |request| {
             let inner = connection_inner.clone();
-            async move { handle_request(inner, peer, request).await }
+            // Like Go's net/http, a handler runs to completion even when the client goes away
+            // mid-request: a PUT whose client was killed still lands.
+            let handler = tokio::spawn(handle_request(inner, peer, request));
+            async move {
+                handler
+                    .await
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()))
+            }
         });
         let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);

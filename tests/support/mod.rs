@@ -2,6 +2,8 @@
 //! and an independent parser of the Prometheus text format.
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -378,7 +380,7 @@ pub fn write_policy_config(
     std::fs::write(
         &config,
         format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n\n[poll]\ninterval = \"1s\"\ntimeout = \"2s\"\n\
+            "[server]\nlisten = \"127.0.0.1:0\"\n\n[poll]\ninterval = \"1s\"\ntimeout = \"2s\"\nconnect_timeout = \"1s\"\n\
              requests_per_minute = 6000\nretry_backoff = \"20ms\"\n\n[[accounts]]\nname = \"main\"\n\
              base_url = \"{}\"\ntoken_file = \"token\"\n\n{policy}\n",
             simulator.base_url()

@@ -325,15 +325,8 @@ impl Context {
     fn new(account: &AccountConfig, config: &Config) -> Result<Context, KeysError> {
         let settings = ClientSettings::from_config(account, &config.poll);
         let cancel = CancellationToken::new();
-        let reader = ApiClient::new(settings.clone(), Arc::new(IgnoreRequests), cancel.clone())?;
-        let writer = ApiClient::new(
-            ClientSettings {
-                max_retries: 0,
-                ..settings
-            },
-            Arc::new(IgnoreRequests),
-            cancel,
-        )?;
+        let reader = ApiClient::new(settings, Arc::new(IgnoreRequests), cancel)?;
+        let writer = reader.without_retries();
         Ok(Context {
             account: account.name.clone(),
             reader,

@@ -486,3 +486,43 @@ async fn a_key_changed_under_the_plan_is_skipped() {
     daemon.stop().await;
     assert!(puts(&simulator).is_empty());
 }
+
+#[tokio::test]
+async fn a_failed_write_is_checked_by_reading_not_retried_blindly() {
+    let simulator = start_simulator(40).await;
+    let id = seeded_id(&simulator, "expired-still-enabled");
+    simulator.push_fault(Fault {
+        endpoint: FaultEndpoint::Update,
+        page: None,
+        times: FaultTimes::Once,
+        kind: FaultKind::HttpStatus {
+            status: 502,
+            body: "<html>bad gateway</html>".into(),
+            retry_after: None,
+        },
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = start_policy_daemon(
+        dir.path(),
+        &simulator,
+        &format!(
+            "[policy]\ndry_run = false\nstate_dir = \"state\"\n\
+             [[policy.rules]]\nname = \"disable-expired\"\naction = \"disable\"\n\
+             key_ids = [{id}]\nwhen.expired = true\n"
+        ),
+    )
+    .await;
+    wait_for_outcome(&daemon, "disable-expired", "disable", "failed").await;
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    daemon.stop().await;
+    assert_eq!(puts(&simulator).len(), 1, "no blind retry of a write");
+    // The fresh read, then the read that showed the write had not landed.
+    assert_eq!(key_reads(&simulator).len(), 2);
+    assert_eq!(simulator.token(id).unwrap().status, 1);
+    let outcome = audit_entries(&dir.path().join("state")).pop().unwrap();
+    assert_eq!(outcome["outcome"], "failed");
+    assert!(
+        outcome["detail"].as_str().unwrap().contains("502"),
+        "{outcome}"
+    );
+}

@@ -159,6 +159,18 @@ impl ApiClient {
         })
     }
 
+    /// The same client (budget, observer, cancellation) without retries: for writes whose lost
+    /// answer may hide a change that happened, so the caller checks by reading instead.
+    pub fn without_retries(&self) -> ApiClient {
+        ApiClient {
+            settings: Arc::new(ClientSettings {
+                max_retries: 0,
+                ..(*self.settings).clone()
+            }),
+            ..self.clone()
+        }
+    }
+
     pub fn account(&self) -> &str {
         &self.settings.account
     }

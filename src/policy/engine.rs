@@ -279,14 +279,16 @@ impl PolicyEngine {
         }
         self.lock_state().history.mark_pending(account, key_id);
 
+        // A write is not retried blindly: after a transport failure the key is read instead.
+        let writer = client.without_retries();
         let mut current = fresh.clone();
         let mut failure: Option<(&'static str, String)> = None;
         let mut last_write_at = read_at;
         for write in &writes {
             last_write_at = Instant::now();
             let result = match write {
-                Write::Full(record) => client.update_key(record).await.map(|_| ()),
-                Write::Status(status) => client
+                Write::Full(record) => writer.update_key(record).await.map(|_| ()),
+                Write::Status(status) => writer
                     .update_key_status(&current, *status)
                     .await
                     .map(|_| ()),

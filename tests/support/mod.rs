@@ -2,6 +2,8 @@
 //! and an independent parser of the Prometheus text format.
 #![allow(dead_code)]
 
+pub mod deploy;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;

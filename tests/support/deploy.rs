@@ -6,6 +6,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use serde_json::Value;
+
 use super::{every, start_daemon_for, start_simulator};
 
 /// The `cometapi_policy_*` metric names of the policy engine, which is not on this branch yet
@@ -22,6 +24,9 @@ pub const POLICY_METRICS_PENDING: &[&str] = &[
     "cometapi_policy_next_run_timestamp_seconds",
 ];
 
+/// The shipped Grafana dashboard.
+pub const DASHBOARD: &str = "deploy/grafana/cometapi-keymon.json";
+
 /// A file of the repository, e.g. `deploy/prometheus/alerts.yml`.
 pub fn repository_file(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
@@ -32,12 +37,12 @@ pub fn read_text(relative: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display()))
 }
 
-pub fn read_yaml(relative: &str) -> serde_json::Value {
+pub fn read_yaml(relative: &str) -> Value {
     serde_yaml_ng::from_str(&read_text(relative))
         .unwrap_or_else(|error| panic!("{relative} is not valid YAML: {error}"))
 }
 
-pub fn read_json(relative: &str) -> serde_json::Value {
+pub fn read_json(relative: &str) -> Value {
     serde_json::from_str(&read_text(relative))
         .unwrap_or_else(|error| panic!("{relative} is not valid JSON: {error}"))
 }
@@ -91,6 +96,51 @@ pub async fn exported_metric_names() -> BTreeSet<String> {
         "a scrape with keys: {names:?}"
     );
     names
+}
+
+/// Every panel, rows' nested panels included (a collapsed row holds its panels inside).
+pub fn all_panels(dashboard: &Value) -> Vec<Value> {
+    let mut panels = Vec::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        panels.push(panel.clone());
+        if let Some(nested) = panel["panels"].as_array() {
+            panels.extend(nested.iter().cloned());
+        }
+    }
+    panels
+}
+
+/// (panel id, panel title, refId, expr) of every query of the dashboard.
+pub fn dashboard_queries(dashboard: &Value) -> Vec<(u64, String, String, String)> {
+    let mut queries = Vec::new();
+    for panel in all_panels(dashboard) {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            queries.push((
+                panel["id"].as_u64().unwrap(),
+                panel["title"].as_str().unwrap().to_owned(),
+                target["refId"].as_str().unwrap().to_owned(),
+                target["expr"]
+                    .as_str()
+                    .expect("every target has an expr")
+                    .to_owned(),
+            ));
+        }
+    }
+    queries
+}
+
+/// The dashboard's queries with Grafana's variables replaced by values Prometheus accepts.
+pub fn with_variables_substituted(expression: &str) -> String {
+    let substituted = expression
+        .replace("$__rate_interval", "1m")
+        .replace("$__interval", "1m")
+        .replace("$__range", "1h")
+        .replace("$account", ".*");
+    assert!(
+        !substituted.contains('$'),
+        "an unknown variable in {expression}"
+    );
+    substituted
 }
 
 const AGGREGATIONS: &[&str] = &[

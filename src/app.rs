@@ -19,7 +19,9 @@ use crate::api::{ApiClient, ClientBuildError, ClientSettings, RequestObserver};
 use crate::config::Config;
 use crate::http::{self, HttpSettings};
 use crate::metrics::Exporter;
-use crate::poller::AccountPoller;
+use crate::policy::state::StateError;
+use crate::policy::PolicyEngine;
+use crate::poller::{unix_now, AccountPoller};
 use crate::schedule::{self, PollTarget};
 
 /// How long pollers get to notice shutdown before they are aborted.
@@ -36,6 +38,9 @@ pub enum AppError {
     Client(#[from] ClientBuildError),
     #[error("cannot start the poll scheduler: {0}")]
     Scheduler(String),
+    /// The policy state directory cannot be used (a configuration problem: exit 2).
+    #[error(transparent)]
+    PolicyState(#[from] StateError),
 }
 
 /// A daemon whose listen socket is bound and which is ready to run.
@@ -84,6 +89,23 @@ impl Daemon {
             .local_addr()
             .map(http::display_address)
             .unwrap_or_default();
+        let policy = match &config.policy {
+            Some(policy_config) => {
+                let names: Vec<String> = config
+                    .accounts
+                    .iter()
+                    .map(|account| account.name.clone())
+                    .collect();
+                let engine =
+                    PolicyEngine::open(policy_config.clone(), &names, exporter.registry())?;
+                let hook_engine = Arc::clone(&engine);
+                exporter.add_scrape_hook(move || {
+                    hook_engine.metrics().refresh_next_runs(unix_now());
+                });
+                Some(engine)
+            }
+            None => None,
+        };
         let mut pollers = JoinSet::new();
         let mut targets = Vec::new();
         for account in &config.accounts {
@@ -101,6 +123,7 @@ impl Daemon {
                 client,
                 exporter: exporter.clone(),
                 poll_running,
+                policy: policy.clone(),
             };
             pollers.spawn(poller.run(ticks, shutdown.clone()));
         }

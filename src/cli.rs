@@ -1,4 +1,4 @@
-//! The command line: `run`, `check-config`, `scan`, `demo`, `--version`.
+//! The command line: `run`, `check-config`, `scan`, `keys`, `demo`, `--version`.
 //!
 //! Each subcommand is one function returning an exit code: 0 success, 1 runtime failure (API
 //! unreachable, token refused, port taken), 2 bad usage or bad configuration. Errors are one or
@@ -59,6 +59,8 @@ enum Command {
         #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Table)]
         output: OutputFormat,
     },
+    /// The management API of one account: list, get, create, update, disable, enable, delete.
+    Keys(crate::keys_command::KeysArguments),
     /// Run the daemon against a built-in simulated account; needs no credentials.
     Demo {
         /// Where the daemon serves /metrics.
@@ -71,7 +73,7 @@ enum Command {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum OutputFormat {
+pub(crate) enum OutputFormat {
     Table,
     Json,
 }
@@ -93,18 +95,19 @@ pub fn main() -> ExitCode {
         Command::Run { config } => run(config),
         Command::CheckConfig { config } => check_config(config),
         Command::Scan { config, output } => scan(config, output),
+        Command::Keys(arguments) => crate::keys_command::run(arguments),
         Command::Demo { listen, keys } => demo(listen, keys),
     }
 }
 
-fn load_config(path: Option<PathBuf>) -> Result<Config, ExitCode> {
+pub(crate) fn load_config(path: Option<PathBuf>) -> Result<Config, ExitCode> {
     config::load(path.as_deref()).map_err(|error| {
         eprintln!("cometapi-keymon: {error}");
         ExitCode::from(2)
     })
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -132,7 +135,7 @@ fn run(path: Option<PathBuf>) -> ExitCode {
         match daemon.run(shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             // A token that cannot be sent as a header is a configuration mistake.
-            Err(error @ AppError::Client(_)) => {
+            Err(error @ (AppError::Client(_) | AppError::PolicyState(_))) => {
                 eprintln!("cometapi-keymon: {error}");
                 ExitCode::from(2)
             }
@@ -288,6 +291,7 @@ fn demo_config(listen: SocketAddr, simulator: &Simulator) -> Config {
             requests_per_minute,
         }],
         source: ConfigSource::Environment,
+        policy: None,
         warnings: Vec::new(),
     }
 }
@@ -298,7 +302,7 @@ fn failure(message: String) -> ExitCode {
 }
 
 /// Logs go to stderr. `RUST_LOG`, when set, overrides the configured level.
-fn init_tracing(log: &LogConfig) {
+pub(crate) fn init_tracing(log: &LogConfig) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new(format!(

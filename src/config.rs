@@ -21,6 +21,7 @@
 //! config and its token file can move together.
 
 mod error;
+mod policy;
 mod raw;
 mod render;
 mod token;
@@ -35,6 +36,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::policy::PolicyConfig;
 use crate::secret::Secret;
 
 pub use error::ConfigError;
@@ -111,6 +113,8 @@ pub struct Config {
     pub log: LogConfig,
     /// At least one account; names are unique.
     pub accounts: Vec<AccountConfig>,
+    /// `[policy]`, when the config has one; without it nothing is ever enforced.
+    pub policy: Option<PolicyConfig>,
     pub source: ConfigSource,
     /// Problems that are not errors (a token file readable by others, plain HTTP to a remote
     /// host, ...). Log each once, at warn level, as soon as logging is set up.

@@ -57,7 +57,11 @@ pub struct Exporter {
     /// Serialises re-rendering so two accounts finishing together cannot swap in an older render
     /// after a newer one.
     render_lock: tokio::sync::Mutex<()>,
+    /// Run before each scrape encodes the registry (time-derived gauges such as next runs).
+    scrape_hooks: Mutex<Vec<ScrapeHook>>,
 }
+
+type ScrapeHook = Box<dyn Fn() + Send + Sync>;
 
 struct AccountEntry {
     view: AccountView,
@@ -164,7 +168,21 @@ impl Exporter {
             accounts: Mutex::new(accounts),
             rendered: RwLock::new(Arc::new(RenderedKeys::empty())),
             render_lock: tokio::sync::Mutex::new(()),
+            scrape_hooks: Mutex::new(Vec::new()),
         })
+    }
+
+    /// The registry of the exporter's own metrics, for other families (policy) to join.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Runs `hook` before every scrape.
+    pub fn add_scrape_hook(&self, hook: impl Fn() + Send + Sync + 'static) {
+        self.scrape_hooks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(Box::new(hook));
     }
 
     /// Swaps in the snapshot of a complete poll, re-renders, and marks the account up.
@@ -269,6 +287,14 @@ impl Exporter {
                 .read()
                 .unwrap_or_else(|poisoned| poisoned.into_inner()),
         );
+        for hook in self
+            .scrape_hooks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+        {
+            hook();
+        }
         let mut health_text = Vec::with_capacity(4096);
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut health_text)

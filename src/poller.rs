@@ -1,5 +1,6 @@
 //! One task per account: waits for a tick, lists every key, and publishes the snapshot or
-//! records the failure.
+//! records the failure; after a complete poll (only then) it hands the snapshot to the policy
+//! engine, so an account's enforcement never overlaps its next poll.
 //!
 //! Each account has its own task, client and request budget, so a slow or failing account
 //! never delays another. The scheduler marks `poll_running` before it sends a tick; the poller
@@ -14,12 +15,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{scan_account, ApiClient, ApiError};
 use crate::metrics::Exporter;
+use crate::policy::PolicyEngine;
 use crate::snapshot::Snapshot;
 
 pub struct AccountPoller {
     pub client: ApiClient,
     pub exporter: Arc<Exporter>,
     pub poll_running: Arc<AtomicBool>,
+    /// Called after every complete poll (and only then) when `[policy]` is configured.
+    pub policy: Option<Arc<PolicyEngine>>,
 }
 
 impl AccountPoller {
@@ -59,6 +63,9 @@ impl AccountPoller {
                     account = %account, keys, requests, rescanned, duration_ms = duration.as_millis() as u64,
                     render_ms = render_started.elapsed().as_millis() as u64, "poll complete"
                 );
+                if let Some(policy) = &self.policy {
+                    policy.after_complete_poll(&self.client, &snapshot).await;
+                }
                 Ok(snapshot)
             }
             Err(ApiError::Cancelled) => {

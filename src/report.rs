@@ -111,7 +111,8 @@ pub fn json(snapshots: &[Arc<Snapshot>], now: i64) -> String {
     text
 }
 
-fn table_name(name: &str) -> String {
+/// A name for a table cell: control characters escaped, cut after 32 characters.
+pub fn table_name(name: &str) -> String {
     let escaped: String = name
         .chars()
         .flat_map(|character| -> Vec<char> {

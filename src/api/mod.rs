@@ -237,7 +237,8 @@ impl ApiClient {
     }
 
     /// `PUT /api/token/?status_only=true`: changes only the status. The body still carries the
-    /// whole record, because the server validates name and quota even in this mode.
+    /// whole record, because the server validates name and quota even in this mode (a limited
+    /// key's negative quota is sent as 0, or an overdrawn key could not be disabled).
     pub async fn update_key_status(
         &self,
         record: &KeyRecord,

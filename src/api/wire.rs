@@ -113,11 +113,30 @@ pub enum WriteKind {
     /// ignores `status` in this mode but runs its enable guard when it is 1, which would refuse
     /// the very write that repairs an expired or exhausted key.
     Update,
-    /// `PUT /api/token/?status_only=true`: the full record and `status`.
+    /// `PUT /api/token/?status_only=true`: the full record and `status`, except that a limited
+    /// key's negative quota is sent as 0 (the server validates it but writes only `status`).
     StatusOnly,
 }
 
 impl TokenRecord {
+    /// A record with what a snapshot knows of a key (no model or IP lists): for describing a
+    /// planned change, never for writing.
+    pub fn from_state(key: &KeyState) -> TokenRecord {
+        TokenRecord {
+            id: key.id,
+            status: key.status_code,
+            name: key.name.clone(),
+            created_time: key.created_time,
+            accessed_time: key.accessed_time,
+            expired_time: key.expired_time,
+            remain_quota: key.remain_quota,
+            unlimited_quota: key.unlimited_quota,
+            used_quota: key.used_quota,
+            group: key.group.clone(),
+            ..TokenRecord::default()
+        }
+    }
+
     /// The JSON body of a write: every editable field of this record, because the server resets
     /// the ones a full update omits.
     pub fn write_body(&self, kind: WriteKind) -> Vec<u8> {
@@ -140,6 +159,12 @@ impl TokenRecord {
         }
         if kind == WriteKind::StatusOnly {
             body["status"] = self.status.into();
+            // The server checks the body's quota even in this mode and refuses a negative one
+            // on a limited key ("Quota value cannot be negative"), so an overdrawn key could
+            // never be disabled. The mode writes nothing but `status`, so 0 is safe to send.
+            if !self.unlimited_quota && self.remain_quota < 0 {
+                body["remain_quota"] = 0.into();
+            }
         }
         body.to_string().into_bytes()
     }
@@ -329,6 +354,34 @@ mod tests {
         assert!(serde_json::from_str::<TokenRecord>(r#"{"id":1,"unlimited_quota":2}"#).is_err());
         assert!(
             serde_json::from_str::<TokenRecord>(r#"{"id":1,"unlimited_quota":"yes"}"#).is_err()
+        );
+    }
+
+    #[test]
+    fn status_only_body_of_an_overdrawn_limited_key_passes_the_quota_check() {
+        let overdrawn = TokenRecord {
+            id: 9,
+            status: 2,
+            remain_quota: -4_200,
+            ..TokenRecord::default()
+        };
+        let body = |record: &TokenRecord, kind| {
+            serde_json::from_slice::<serde_json::Value>(&record.write_body(kind)).unwrap()
+        };
+        assert_eq!(body(&overdrawn, WriteKind::StatusOnly)["remain_quota"], 0);
+        assert_eq!(body(&overdrawn, WriteKind::StatusOnly)["status"], 2);
+        assert_eq!(
+            body(&overdrawn, WriteKind::Update)["remain_quota"],
+            -4_200,
+            "a full update writes what it is given"
+        );
+        let unlimited = TokenRecord {
+            unlimited_quota: true,
+            ..overdrawn
+        };
+        assert_eq!(
+            body(&unlimited, WriteKind::StatusOnly)["remain_quota"],
+            -4_200
         );
     }
 

@@ -12,7 +12,7 @@ use figment::error::{Actual, Kind};
 use figment::value::Value;
 use figment::{Figment, Metadata, Source};
 
-use crate::config::raw::{REJECTED_INLINE_TOKEN_KEYS, SECTION_NOT_YET_SUPPORTED};
+use crate::config::raw::REJECTED_INLINE_TOKEN_KEYS;
 use crate::config::{ConfigSource, ENV_NESTING_SEPARATOR, ENV_PREFIX};
 
 /// A configuration problem, with where it is (file or environment variable), which key, and
@@ -259,7 +259,7 @@ fn is_secret_related(key: &KeyPath) -> bool {
 fn describe_kind(kind: &Kind, key: &KeyPath) -> String {
     let hide_value = is_secret_related(key);
     match kind {
-        Kind::UnknownField(field, expected) => describe_unknown_key(field, expected, key),
+        Kind::UnknownField(field, expected) => describe_unknown_key(field, expected),
         Kind::InvalidType(Actual::Map, expected) if key.to_string() == "accounts" => format!(
             "expected {expected}: write each account as [[accounts]] (double brackets), \
              not [accounts]"
@@ -289,12 +289,7 @@ fn describe_kind(kind: &Kind, key: &KeyPath) -> String {
     }
 }
 
-fn describe_unknown_key(field: &str, expected: &[&str], key: &KeyPath) -> String {
-    if key.0.len() == 1 && SECTION_NOT_YET_SUPPORTED.contains(&field) {
-        return format!(
-            "the [{field}] section is not supported by this version of cometapi-keymon yet"
-        );
-    }
+fn describe_unknown_key(field: &str, expected: &[&str]) -> String {
     let expected: Vec<&str> = expected
         .iter()
         .copied()

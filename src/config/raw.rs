@@ -22,10 +22,6 @@ use crate::config::{
 /// accepted inline.
 pub(crate) const REJECTED_INLINE_TOKEN_KEYS: &[&str] = &["token", "access_token"];
 
-/// Top-level sections planned but not implemented in this version; they get a clearer
-/// message than "unknown key".
-pub(crate) const SECTION_NOT_YET_SUPPORTED: &[&str] = &["policy"];
-
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct RawConfig {
@@ -33,6 +29,7 @@ pub(crate) struct RawConfig {
     pub poll: RawPoll,
     pub log: RawLog,
     pub accounts: Vec<RawAccount>,
+    pub policy: Option<RawPolicy>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -176,4 +173,50 @@ impl Visitor<'_> for HumanDurationVisitor {
     fn visit_f64<E: de::Error>(self, value: f64) -> Result<HumanDuration, E> {
         Err(Self::bare_number(value))
     }
+}
+
+/// `[policy]`; defaults are applied during validation, where each gets its reason.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RawPolicy {
+    pub dry_run: Option<bool>,
+    pub state_dir: Option<String>,
+    pub max_actions_per_poll: Option<u32>,
+    pub protected_keys: Vec<String>,
+    pub cooldown: Option<HumanDuration>,
+    pub max_key_count_drop: Option<f64>,
+    pub rules: Vec<RawRule>,
+}
+
+/// One `[[policy.rules]]` table; every field optional so validation can say what is missing.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RawRule {
+    pub name: Option<String>,
+    pub action: Option<String>,
+    pub accounts: Option<Vec<String>>,
+    pub key_ids: Option<Vec<i64>>,
+    pub name_matches: Option<String>,
+    pub groups: Option<Vec<String>>,
+    pub when: RawConditions,
+    pub top_up: Option<RawTopUp>,
+    pub schedule: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RawConditions {
+    pub expired: Option<bool>,
+    pub expires_within: Option<HumanDuration>,
+    pub remaining_quota_below: Option<i64>,
+    pub remaining_fraction_below: Option<f64>,
+    pub unused_for: Option<HumanDuration>,
+    pub status: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RawTopUp {
+    pub to: Option<i64>,
+    pub enable: Option<bool>,
 }

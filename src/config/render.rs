@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::config::{Config, ConfigSource, PollSchedule, TokenSource};
+use crate::policy::PolicyConfig;
 
 pub(crate) fn render_redacted(config: &Config) -> String {
     let mut out = String::new();
@@ -90,7 +91,84 @@ pub(crate) fn render_redacted(config: &Config) -> String {
         }
         let _ = writeln!(out, "requests_per_minute = {}", account.requests_per_minute);
     }
+    if let Some(policy) = &config.policy {
+        render_policy(&mut out, policy);
+    }
     out
+}
+
+fn render_policy(out: &mut String, policy: &PolicyConfig) {
+    let _ = writeln!(out, "\n[policy]");
+    let _ = writeln!(out, "dry_run = {}", policy.dry_run);
+    let _ = writeln!(
+        out,
+        "state_dir = {}",
+        toml_string(&policy.state_dir.display().to_string())
+    );
+    let _ = writeln!(
+        out,
+        "max_actions_per_poll = {}",
+        policy.max_actions_per_poll
+    );
+    let protected: Vec<String> = policy
+        .protected_keys
+        .iter()
+        .map(|key| toml_string(&format!("{}:{}", key.account, key.key_id)))
+        .collect();
+    let _ = writeln!(out, "protected_keys = [{}]", protected.join(", "));
+    let _ = writeln!(out, "cooldown = {}", toml_duration(policy.cooldown));
+    let _ = writeln!(out, "max_key_count_drop = {}", policy.max_key_count_drop);
+    for rule in &policy.rules {
+        let _ = writeln!(out, "\n[[policy.rules]]");
+        let _ = writeln!(out, "name = {}", toml_string(&rule.name));
+        let _ = writeln!(out, "action = {}", toml_string(rule.action.label()));
+        let selector = &rule.selector;
+        if let Some(accounts) = &selector.accounts {
+            let _ = writeln!(out, "accounts = {}", toml_strings(accounts));
+        }
+        if let Some(key_ids) = &selector.key_ids {
+            let ids: Vec<String> = key_ids.iter().map(i64::to_string).collect();
+            let _ = writeln!(out, "key_ids = [{}]", ids.join(", "));
+        }
+        if let Some(pattern) = &selector.name_matches {
+            let _ = writeln!(out, "name_matches = {}", toml_string(pattern.as_str()));
+        }
+        if let Some(groups) = &selector.groups {
+            let _ = writeln!(out, "groups = {}", toml_strings(groups));
+        }
+        if let Some(schedule) = &rule.schedule {
+            let _ = writeln!(out, "schedule = {}", toml_string(schedule));
+        }
+        let conditions = &rule.conditions;
+        if let Some(expired) = conditions.expired {
+            let _ = writeln!(out, "when.expired = {expired}");
+        }
+        if let Some(within) = conditions.expires_within {
+            let _ = writeln!(out, "when.expires_within = {}", toml_duration(within));
+        }
+        if let Some(below) = conditions.remaining_quota_below {
+            let _ = writeln!(out, "when.remaining_quota_below = {below}");
+        }
+        if let Some(below) = conditions.remaining_fraction_below {
+            let _ = writeln!(out, "when.remaining_fraction_below = {below}");
+        }
+        if let Some(unused) = conditions.unused_for {
+            let _ = writeln!(out, "when.unused_for = {}", toml_duration(unused));
+        }
+        if let Some(statuses) = &conditions.status {
+            let names: Vec<String> = statuses.iter().map(|s| s.label().to_owned()).collect();
+            let _ = writeln!(out, "when.status = {}", toml_strings(&names));
+        }
+        if let Some(top_up) = rule.top_up {
+            let _ = writeln!(out, "top_up.to = {}", top_up.to);
+            let _ = writeln!(out, "top_up.enable = {}", top_up.enable);
+        }
+    }
+}
+
+fn toml_strings(values: &[String]) -> String {
+    let quoted: Vec<String> = values.iter().map(|value| toml_string(value)).collect();
+    format!("[{}]", quoted.join(", "))
 }
 
 /// A duration the way the config file writes it, and `humantime` reads it back: whole
@@ -98,7 +176,7 @@ pub(crate) fn render_redacted(config: &Config) -> String {
 pub(crate) fn format_duration(duration: Duration) -> String {
     if duration.subsec_nanos() == 0 {
         format!("{}s", duration.as_secs())
-    } else if duration.subsec_nanos() % 1_000_000 == 0 {
+    } else if duration.subsec_nanos().is_multiple_of(1_000_000) {
         format!("{}ms", duration.as_millis())
     } else {
         humantime::format_duration(duration).to_string()

@@ -13,7 +13,8 @@ use figment::{Figment, Jail};
 use serde::de::DeserializeOwned;
 
 use crate::config::raw::{
-    RawAccount, RawConfig, RawLog, RawPoll, RawServer, REJECTED_INLINE_TOKEN_KEYS,
+    RawAccount, RawConditions, RawConfig, RawLog, RawPolicy, RawPoll, RawRule, RawServer, RawTopUp,
+    REJECTED_INLINE_TOKEN_KEYS,
 };
 use crate::config::render::format_duration;
 use crate::config::*;
@@ -494,22 +495,6 @@ fn unknown_key_in_an_account_does_not_offer_inline_token_keys() {
             "unknown key \"tokenfile\"",
         );
         assert!(!error.reason().contains("access_token"), "{error}");
-    });
-}
-
-#[test]
-fn policy_section_is_not_supported_yet() {
-    in_jail(|jail| {
-        let error = expect_error(load_with_token(
-            jail,
-            &format!("{ACCOUNT}\n[policy]\ndry_run = true\n"),
-        ));
-        assert_error(
-            &error,
-            CONFIG_FILE,
-            Some("policy"),
-            "the [policy] section is not supported by this version",
-        );
     });
 }
 
@@ -1351,14 +1336,34 @@ fn example_config_mentions_every_key() {
     let sections = accepted_keys::<RawConfig>();
     assert_eq!(
         sections,
-        ["server", "poll", "log", "accounts"],
+        ["server", "poll", "log", "accounts", "policy"],
         "a section was added: list its keys here and document it in the example"
     );
+    let prefixed = |prefix: &str, keys: Vec<&'static str>| -> Vec<&'static str> {
+        keys.into_iter()
+            .map(|key| &*Box::leak(format!("{prefix}{key}").into_boxed_str()))
+            .collect()
+    };
+    let rule_keys: Vec<&'static str> = accepted_keys::<RawRule>()
+        .into_iter()
+        .filter(|key| !matches!(*key, "when" | "top_up"))
+        .chain(prefixed("when.", accepted_keys::<RawConditions>()))
+        .chain(prefixed("top_up.", accepted_keys::<RawTopUp>()))
+        .collect();
+    // The policy section is documented commented out, so the example loads without it.
     let keys_by_section = [
         ("[server]", accepted_keys::<RawServer>()),
         ("[poll]", accepted_keys::<RawPoll>()),
         ("[log]", accepted_keys::<RawLog>()),
         ("[[accounts]]", accepted_keys::<RawAccount>()),
+        (
+            "# [policy]",
+            accepted_keys::<RawPolicy>()
+                .into_iter()
+                .filter(|key| *key != "rules")
+                .collect(),
+        ),
+        ("# [[policy.rules]]", rule_keys),
     ];
     let mentioned_keys: Vec<&str> = EXAMPLE
         .lines()
@@ -1380,4 +1385,144 @@ fn example_config_mentions_every_key() {
             );
         }
     }
+}
+
+// ---------------------------------------------------------------- [policy]
+
+const POLICY: &str = r#"
+[policy]
+dry_run = false
+state_dir = "state"
+max_actions_per_poll = 5
+protected_keys = ["main:1234"]
+cooldown = "6h"
+
+[[policy.rules]]
+name = "disable-expired"
+action = "disable"
+when.expired = true
+when.status = ["enabled", "unknown"]
+
+[[policy.rules]]
+name = "daily-restore"
+action = "top_up"
+accounts = ["main"]
+key_ids = [1, 2]
+name_matches = "^team-"
+groups = ["default"]
+when.remaining_fraction_below = 0.1
+when.unused_for = "30d"
+when.expires_within = "3d"
+when.remaining_quota_below = 100
+top_up.to = 500000
+top_up.enable = true
+schedule = "0 0 0 * * *"
+"#;
+
+#[test]
+fn policy_loads_every_value_with_state_dir_next_to_the_file() {
+    in_jail(|jail| {
+        let config = load_with_token(jail, &format!("{ACCOUNT}{POLICY}")).unwrap();
+        let policy = config.policy.expect("a policy");
+        assert!(!policy.dry_run);
+        assert_eq!(policy.state_dir, Path::new("state"));
+        assert_eq!(policy.max_actions_per_poll, 5);
+        assert_eq!(policy.cooldown, Duration::from_secs(6 * 3600));
+        assert!(policy.is_protected("main", 1234) && !policy.is_protected("main", 1));
+        let restore = &policy.rules[1];
+        assert_eq!(restore.action, crate::policy::ActionKind::TopUp);
+        assert_eq!(
+            restore.top_up.map(|top_up| (top_up.to, top_up.enable)),
+            Some((500_000, true))
+        );
+        assert_eq!(restore.schedule.as_deref(), Some("0 0 0 * * *"));
+        assert_eq!(
+            restore.conditions.unused_for,
+            Some(Duration::from_secs(30 * 86_400))
+        );
+        assert_eq!(
+            policy.rules[0].conditions.status.as_ref().map(Vec::len),
+            Some(2)
+        );
+    });
+}
+
+#[test]
+fn policy_defaults_are_dry_run_and_the_system_state_dir() {
+    in_jail(|jail| {
+        let config = load_with_token(
+            jail,
+            &format!("{ACCOUNT}[policy]\n[[policy.rules]]\nname = \"r\"\naction = \"disable\"\nwhen.expired = true\n"),
+        )
+        .unwrap();
+        let policy = config.policy.unwrap();
+        assert!(policy.dry_run);
+        assert_eq!(policy.state_dir, Path::new("/var/lib/cometapi-keymon"));
+        assert_eq!(policy.max_actions_per_poll, 20);
+        assert_eq!(policy.cooldown, Duration::from_secs(86_400));
+    });
+}
+
+#[test]
+fn policy_mistakes_name_the_rule_key() {
+    let cases: [(&str, &str, &str); 9] = [
+        ("[[policy.rules]]\nname = \"r\"\naction = \"disable\"\n", "policy.rules[0].when", "at least one when"),
+        ("[[policy.rules]]\nname = \"r\"\naction = \"top_up\"\n", "policy.rules[0].top_up.to", "missing"),
+        ("[[policy.rules]]\nname = \"r\"\naction = \"delete\"\nwhen.expired = true\n", "policy.rules[0].action", "unknown action \"delete\""),
+        ("[[policy.rules]]\nname = \"r\"\naction = \"disable\"\naccounts = [\"mian\"]\nwhen.expired = true\n", "policy.rules[0].accounts[0]", "unknown account \"mian\""),
+        ("[[policy.rules]]\nname = \"r\"\naction = \"disable\"\nname_matches = \"(\"\nwhen.expired = true\n", "policy.rules[0].name_matches", "invalid regular expression"),
+        ("[[policy.rules]]\nname = \"r\"\naction = \"disable\"\nwhen.status = [\"on\"]\n", "policy.rules[0].when.status[0]", "unknown status \"on\""),
+        ("[[policy.rules]]\nname = \"r\"\naction = \"disable\"\nwhen.expired = true\nschedule = \"0 0 * * *\"\n", "policy.rules[0].schedule", "6 fields"),
+        ("protected_keys = [\"main-1234\"]\n", "policy.protected_keys[0]", "account:key_id"),
+        ("max_actions_per_poll = 0\n", "policy.max_actions_per_poll", "at least 1"),
+    ];
+    for (policy, key, reason) in cases {
+        in_jail(|jail| {
+            let text = format!("{ACCOUNT}[policy]\n{policy}");
+            let error = expect_error(load_with_token(jail, &text));
+            assert_error(&error, CONFIG_FILE, Some(key), reason);
+        });
+    }
+}
+
+#[test]
+fn duplicate_rule_names_and_unknown_rule_keys_are_refused() {
+    in_jail(|jail| {
+        let rule = "[[policy.rules]]\nname = \"r\"\naction = \"disable\"\nwhen.expired = true\n";
+        let error = expect_error(load_with_token(
+            jail,
+            &format!("{ACCOUNT}[policy]\n{rule}{rule}"),
+        ));
+        assert_error(
+            &error,
+            CONFIG_FILE,
+            Some("policy.rules[1].name"),
+            "duplicate rule name",
+        );
+        let error = expect_error(load_with_token(
+            jail,
+            &format!("{ACCOUNT}[policy]\n{rule}when.expird = true\n"),
+        ));
+        assert_error(
+            &error,
+            CONFIG_FILE,
+            Some("policy.rules[0].when.expird"),
+            "unknown key",
+        );
+    });
+}
+
+#[test]
+fn rendered_policy_loads_back_to_the_same_policy() {
+    in_jail(|jail| {
+        let original = load_with_token(jail, &format!("{ACCOUNT}{POLICY}")).unwrap();
+        jail.create_file("rendered.toml", &original.render_redacted())
+            .unwrap();
+        let reloaded = load(Some(Path::new("rendered.toml"))).unwrap();
+        let (original, reloaded) = (original.policy.unwrap(), reloaded.policy.unwrap());
+        assert_eq!(reloaded.rules, original.rules);
+        assert_eq!(reloaded.protected_keys, original.protected_keys);
+        assert_eq!(reloaded.cooldown, original.cooldown);
+        assert_eq!(reloaded.dry_run, original.dry_run);
+    });
 }

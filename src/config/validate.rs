@@ -10,6 +10,7 @@ use figment::Figment;
 use reqwest::Url;
 
 use crate::config::error::{env_var_error, file_error, KeyPath, Origins};
+use crate::config::policy::validate_policy;
 use crate::config::raw::{RawAccount, RawConfig, RawLog, RawPoll, RawServer};
 use crate::config::render::format_duration;
 use crate::config::token::{self, TokenFileName};
@@ -44,6 +45,16 @@ pub(crate) fn load_file(path: &Path) -> Result<Config, ConfigError> {
     let log = validate_log(&raw.log, &origins)?;
     let token_dir = path.parent().unwrap_or(Path::new(""));
     let accounts = validate_accounts(&raw.accounts, &poll, token_dir, &origins, &mut warnings)?;
+    let policy = match &raw.policy {
+        Some(raw_policy) => Some(validate_policy(
+            raw_policy,
+            &accounts,
+            token_dir,
+            &origins,
+            &mut warnings,
+        )?),
+        None => None,
+    };
     let token_variable_used = accounts.iter().any(|account| {
         matches!(&account.token_source, TokenSource::Env(variable) if variable == ENV_ACCESS_TOKEN)
     });
@@ -62,6 +73,7 @@ pub(crate) fn load_file(path: &Path) -> Result<Config, ConfigError> {
         poll,
         log,
         accounts,
+        policy,
         source,
         warnings,
     })
@@ -95,12 +107,23 @@ pub(crate) fn load_environment() -> Result<Config, ConfigError> {
     let server = validate_server(&raw.server, &origins)?;
     let poll = validate_poll(&raw.poll, &origins, &mut warnings)?;
     let log = validate_log(&raw.log, &origins)?;
-    let account = environment_account(&poll, &mut warnings)?;
+    let accounts = vec![environment_account(&poll, &mut warnings)?];
+    let policy = match &raw.policy {
+        Some(raw_policy) => Some(validate_policy(
+            raw_policy,
+            &accounts,
+            Path::new(""),
+            &origins,
+            &mut warnings,
+        )?),
+        None => None,
+    };
     Ok(Config {
         server,
         poll,
         log,
-        accounts: vec![account],
+        accounts,
+        policy,
         source,
         warnings,
     })
@@ -282,7 +305,7 @@ fn require_positive(
 /// required, day-of-month AND day-of-week), insists on exactly 6 fields (croner would also
 /// take a 7th, the year, which the documented format leaves out) or an `@` nickname such as
 /// `@hourly`, and refuses an expression that never fires (`0 0 0 30 2 *`).
-fn validate_cron(expression: &str) -> Result<String, String> {
+pub(crate) fn validate_cron(expression: &str) -> Result<String, String> {
     let expression = expression.trim();
     if expression.is_empty() {
         return Err(format!("cron is empty; {CRON_FORMAT_HELP}"));

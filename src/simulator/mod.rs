@@ -441,7 +441,7 @@ impl Simulator {
                 let mut chosen: Vec<(i64, i64)> = (0..3)
                     .map(|_| (*generator.pick(candidates), generator.between(100, 20_000)))
                     .collect();
-                if tick % 10 == 0 {
+                if tick.is_multiple_of(10) {
                     chosen.push((*generator.pick(candidates), -generator.between(50, 5_000)));
                 }
                 for (id, quota) in chosen {

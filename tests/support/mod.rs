@@ -71,6 +71,7 @@ pub fn test_config(accounts: Vec<AccountConfig>, schedule: PollSchedule) -> Conf
         },
         accounts,
         source: ConfigSource::Environment,
+        policy: None,
         warnings: Vec::new(),
     }
 }
@@ -361,4 +362,51 @@ pub fn unix_now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64
+}
+
+/// Writes `token` and `keymon.toml` into `dir`: one account `main` on `simulator`, polled every
+/// second, listening on any loopback port, with `policy` (TOML text, `[policy]` and rules)
+/// appended. `state_dir = "state"` in the policy is relative to `dir`.
+pub fn write_policy_config(
+    dir: &std::path::Path,
+    simulator: &Simulator,
+    policy: &str,
+) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let token = dir.join("token");
+    std::fs::write(&token, simulator.access_token()).unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let config = dir.join("keymon.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n\n[poll]\ninterval = \"1s\"\ntimeout = \"2s\"\n\
+             requests_per_minute = 6000\nretry_backoff = \"20ms\"\n\n[[accounts]]\nname = \"main\"\n\
+             base_url = \"{}\"\ntoken_file = \"token\"\n\n{policy}\n",
+            simulator.base_url()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// The audit log of a policy state directory, one JSON value per line.
+pub fn audit_entries(state_dir: &std::path::Path) -> Vec<serde_json::Value> {
+    match std::fs::read_to_string(state_dir.join("audit.jsonl")) {
+        Ok(text) => text
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("audit lines are JSON"))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// The id of the seeded key with this name.
+pub fn seeded_id(simulator: &Simulator, name: &str) -> i64 {
+    simulator
+        .tokens()
+        .into_iter()
+        .find(|token| token.name == name)
+        .unwrap_or_else(|| panic!("no seeded key named {name}"))
+        .id
 }

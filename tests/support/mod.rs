@@ -2,6 +2,7 @@
 //! and an independent parser of the Prometheus text format.
 #![allow(dead_code)]
 
+pub mod deploy;
 pub mod process;
 
 use std::collections::BTreeMap;

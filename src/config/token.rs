@@ -46,7 +46,7 @@ impl fmt::Display for TokenFileName<'_> {
 /// A token read from a file.
 pub(crate) struct TokenFromFile {
     pub token: Secret,
-    /// The file's permission bits when group or others may read it (`mode & 0o044 != 0`).
+    /// The file's permission bits when others, or a group the daemon is not in, may read it.
     pub readable_by_others_mode: Option<u32>,
 }
 
@@ -79,11 +79,33 @@ pub(crate) fn read_token_file(path: &Path, name: &TokenFileName) -> Result<Token
     })
 }
 
+/// Readable by others, or by a group the daemon is not in. A group-readable file whose group is
+/// one of the daemon's own (a Kubernetes secret volume with `fsGroup`, a dedicated service
+/// group) is not reported: only the daemon's own group can read it.
 #[cfg(unix)]
 fn readable_by_others_mode(metadata: &std::fs::Metadata) -> Option<u32> {
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let mode = metadata.permissions().mode() & 0o7777;
-    (mode & 0o044 != 0).then_some(mode)
+    let world_readable = mode & 0o004 != 0;
+    let foreign_group_readable =
+        mode & 0o040 != 0 && !own_group_ids().contains(&metadata.gid());
+    (world_readable || foreign_group_readable).then_some(mode)
+}
+
+/// The process's real, effective and supplementary group ids, from `/proc/self/status`
+/// (empty where there is no procfs, which makes every group-readable file reported).
+#[cfg(unix)]
+fn own_group_ids() -> Vec<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .filter_map(|line| {
+            line.strip_prefix("Gid:")
+                .or_else(|| line.strip_prefix("Groups:"))
+        })
+        .flat_map(|ids| ids.split_whitespace())
+        .filter_map(|id| id.parse().ok())
+        .collect()
 }
 
 #[cfg(not(unix))]

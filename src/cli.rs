@@ -19,6 +19,9 @@ use crate::config::{
     self, AccountConfig, Config, ConfigSource, LogConfig, LogFormat, PollConfig, PollSchedule,
     ServerConfig, TokenSource,
 };
+use crate::policy::rules::{
+    ActionKind, Conditions, PolicyConfig, Rule, Selector, TopUp, DEFAULT_MAX_KEY_COUNT_DROP,
+};
 use crate::poller::unix_now;
 use crate::secret::Secret;
 use crate::simulator::{Simulator, SimulatorConfig};
@@ -280,8 +283,13 @@ fn demo(listen: SocketAddr, keys: usize) -> ExitCode {
         println!("  metrics:  {address}/metrics");
         println!("  status:   {address}/");
         println!("  polling every 15 s; the simulator spends quota every second. Ctrl-C stops.");
+        println!(
+            "  policy:   dry run (nothing is written); audit log in {}",
+            demo_state_dir().join("audit.jsonl").display()
+        );
         let result = daemon.run(shutdown).await;
         simulator.shutdown().await;
+        let _ = std::fs::remove_dir_all(demo_state_dir());
         match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => failure(error.to_string()),
@@ -313,8 +321,71 @@ fn demo_config(listen: SocketAddr, simulator: &Simulator) -> Config {
             requests_per_minute,
         }],
         source: ConfigSource::Environment,
-        policy: None,
+        policy: Some(demo_policy()),
         warnings: Vec::new(),
+    }
+}
+
+/// Where `demo` keeps its (dry-run) policy state: a directory of its own, removed at exit.
+fn demo_state_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("cometapi-keymon-demo-{}", std::process::id()))
+}
+
+/// A dry-run policy for `demo`, so the policy metrics and the audit log have something to show:
+/// for the `vip` group, disable expired keys, top up keys below 5% of their quota, and a
+/// nightly restore.
+fn demo_policy() -> PolicyConfig {
+    let rule = |name: &str, action, conditions, top_up, schedule: Option<&str>| Rule {
+        name: name.into(),
+        action,
+        selector: Selector {
+            groups: Some(vec!["vip".into()]),
+            ..Selector::default()
+        },
+        conditions,
+        top_up,
+        schedule: schedule.map(str::to_owned),
+    };
+    let restore = TopUp {
+        to: 5_000_000,
+        enable: true,
+    };
+    PolicyConfig {
+        dry_run: true,
+        state_dir: demo_state_dir(),
+        max_actions_per_poll: 100,
+        protected_keys: Vec::new(),
+        cooldown: Duration::from_secs(3_600),
+        max_key_count_drop: DEFAULT_MAX_KEY_COUNT_DROP,
+        rules: vec![
+            rule(
+                "disable-expired",
+                ActionKind::Disable,
+                Conditions {
+                    expired: Some(true),
+                    ..Conditions::default()
+                },
+                None,
+                None,
+            ),
+            rule(
+                "top-up-low",
+                ActionKind::TopUp,
+                Conditions {
+                    remaining_fraction_below: Some(0.05),
+                    ..Conditions::default()
+                },
+                Some(restore),
+                None,
+            ),
+            rule(
+                "nightly-restore",
+                ActionKind::TopUp,
+                Conditions::default(),
+                Some(restore),
+                Some("0 0 0 * * *"),
+            ),
+        ],
     }
 }
 

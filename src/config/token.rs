@@ -87,8 +87,7 @@ fn readable_by_others_mode(metadata: &std::fs::Metadata) -> Option<u32> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let mode = metadata.permissions().mode() & 0o7777;
     let world_readable = mode & 0o004 != 0;
-    let foreign_group_readable =
-        mode & 0o040 != 0 && !own_group_ids().contains(&metadata.gid());
+    let foreign_group_readable = mode & 0o040 != 0 && !own_group_ids().contains(&metadata.gid());
     (world_readable || foreign_group_readable).then_some(mode)
 }
 

@@ -162,6 +162,10 @@ async fn dry_run_counts_and_audits_but_never_reads_or_writes_a_key() {
         "the cooldown keeps a dry run from logging the same key every poll"
     );
     assert_eq!(simulator.token(expired_id).unwrap().status, 1);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir.path().join("state/audit.jsonl")), 0o600);
+    assert_eq!(mode(&dir.path().join("state")), 0o700);
 }
 
 #[tokio::test]

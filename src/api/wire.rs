@@ -86,12 +86,15 @@ pub struct TokenRecord {
     pub model_limits_enabled: bool,
     #[serde(default, deserialize_with = "null_as_default")]
     pub model_limits: String,
-    /// one-api calls the model list `models` (no enable flag).
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub models: String,
-    /// `null` and `""` both mean "no restriction"; one-api calls it `subnet`.
-    #[serde(default, alias = "subnet")]
+    /// one-api's model list (no enable flag); `None` when the server has no such field.
+    #[serde(default)]
+    pub models: Option<String>,
+    /// `null` and `""` both mean "no restriction".
+    #[serde(default)]
     pub allow_ips: Option<String>,
+    /// one-api's IP restriction; `None` when the server has no such field.
+    #[serde(default)]
+    pub subnet: Option<String>,
     #[serde(default, deserialize_with = "lenient_i64")]
     pub used_quota: i64,
     #[serde(default, deserialize_with = "null_as_default")]
@@ -154,6 +157,14 @@ impl TokenRecord {
         if let Some(auto_groups) = &self.auto_groups {
             body["auto_groups"] = auto_groups.clone().into();
         }
+        // one-api's names for the restrictions, echoed only when its server sent them (a full
+        // PUT would reset them too; new-api ignores fields it does not know).
+        if let Some(models) = &self.models {
+            body["models"] = models.clone().into();
+        }
+        if let Some(subnet) = &self.subnet {
+            body["subnet"] = subnet.clone().into();
+        }
         if kind != WriteKind::Create {
             body["id"] = self.id.into();
         }
@@ -176,13 +187,15 @@ fn never_expires() -> i64 {
 
 impl From<TokenRecord> for KeyState {
     fn from(record: TokenRecord) -> KeyState {
-        let ip_restricted = record.allow_ips.as_deref().is_some_and(|allow_ips| {
-            allow_ips
-                .split(['\n', ','])
-                .any(|entry| !entry.trim().is_empty())
-        });
+        let ip_restricted = [&record.allow_ips, &record.subnet]
+            .into_iter()
+            .flatten()
+            .any(|list| {
+                list.split(['\n', ','])
+                    .any(|entry| !entry.trim().is_empty())
+            });
         let model_restricted = (record.model_limits_enabled && has_entry(&record.model_limits))
-            || has_entry(&record.models);
+            || record.models.as_deref().is_some_and(has_entry);
         KeyState {
             id: record.id,
             name: record.name,
@@ -395,6 +408,24 @@ mod tests {
         };
         let key = KeyState::from(items[0].clone());
         assert!(key.ip_restricted && key.model_restricted);
+    }
+
+    #[test]
+    fn one_api_restrictions_are_echoed_under_their_own_names_on_writes() {
+        let record: TokenRecord = serde_json::from_str(
+            r#"{"id":1,"name":"a","subnet":"10.0.0.0/8","models":"gpt-4","remain_quota":5}"#,
+        )
+        .unwrap();
+        let body: serde_json::Value =
+            serde_json::from_slice(&record.write_body(WriteKind::Update)).unwrap();
+        assert_eq!(body["subnet"], "10.0.0.0/8");
+        assert_eq!(body["models"], "gpt-4");
+        let new_api: TokenRecord =
+            serde_json::from_str(r#"{"id":1,"allow_ips":"1.2.3.4"}"#).unwrap();
+        let body: serde_json::Value =
+            serde_json::from_slice(&new_api.write_body(WriteKind::Update)).unwrap();
+        assert!(body.get("subnet").is_none() && body.get("models").is_none());
+        assert_eq!(body["allow_ips"], "1.2.3.4");
     }
 
     #[test]

@@ -11,12 +11,14 @@
 //! - `lock`: held with an exclusive file lock while the daemon runs, so two instances never
 //!   enforce from the same state.
 //!
-//! Every append is followed by `fsync`; a torn last line (a crash while writing it) is skipped
+//! Files are created mode 0600 and the directory 0700 (they name keys and quotas). Every append
+//! is followed by `fsync`; a torn last line (a crash while writing it) is skipped
 //! on load — for an intent that means its PUT was never sent.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -144,12 +146,17 @@ pub struct StateStore {
 impl StateStore {
     /// Creates the directory if needed and takes the lock (the daemon).
     pub fn open_locked(dir: &Path) -> Result<StateStore, StateError> {
-        std::fs::create_dir_all(dir).map_err(|error| io_error(dir, error))?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|error| io_error(dir, error))?;
         let lock_path = dir.join(LOCK_FILE);
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
             .open(&lock_path)
             .map_err(|error| io_error(dir, format!("cannot open {LOCK_FILE}: {error}")))?;
         match lock.try_lock() {
@@ -347,6 +354,7 @@ fn append_synced(path: &Path, line: &str) -> Result<(), StateError> {
     let mut file = OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(path)
         .map_err(|error| io_error(path, error))?;
     let mut bytes = Vec::with_capacity(line.len() + 1);
@@ -361,7 +369,13 @@ fn append_synced(path: &Path, line: &str) -> Result<(), StateError> {
 fn replace_synced(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StateError> {
     let temporary = dir.join(format!(".{name}.tmp"));
     let target = dir.join(name);
-    let mut file = File::create(&temporary).map_err(|error| io_error(&temporary, error))?;
+    let mut file = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temporary)
+        .map_err(|error| io_error(&temporary, error))?;
     file.write_all(bytes)
         .and_then(|()| file.sync_all())
         .map_err(|error| io_error(&temporary, error))?;

@@ -14,7 +14,9 @@ use cometapi_keymon::policy::rules::{ActionKind, Conditions, PolicyConfig, Rule,
 use cometapi_keymon::policy::{evaluate, EvaluationMode, PolicyEngine};
 use cometapi_keymon::secret::Secret;
 use cometapi_keymon::simulator::{Simulator, SimulatorConfig};
-use cometapi_keymon::snapshot::{KeyState, Snapshot};
+use cometapi_keymon::snapshot::Snapshot;
+
+mod common;
 
 const NOW: i64 = 1_790_000_000;
 
@@ -81,26 +83,7 @@ fn policy(state_dir: std::path::PathBuf, max_actions_per_poll: u32) -> PolicyCon
 }
 
 fn evaluate_100k() {
-    let keys: Vec<KeyState> = (0..100_000i64)
-        .map(|index| KeyState {
-            id: 1_000 + index,
-            name: format!("team-{}-key", index % 977),
-            group: ["", "default", "vip"][(index % 3) as usize].into(),
-            status_code: 1 + index % 4,
-            created_time: 1_700_000_000 + index * 37,
-            accessed_time: 1_760_000_000 + index * 11,
-            expired_time: if index % 5 == 0 {
-                -1
-            } else {
-                1_789_000_000 + index * 23
-            },
-            remain_quota: (index * 7_919) % 5_000_000 - 10_000,
-            used_quota: (index * 104_729) % 90_000_000,
-            unlimited_quota: index % 11 == 0,
-            ip_restricted: false,
-            model_restricted: false,
-        })
-        .collect();
+    let keys = common::synthetic_keys(100_000);
     let snapshot = Snapshot::new("main", keys, 500_000.0, NOW);
     let policy = policy(std::env::temp_dir(), 20);
     let history = PolicyHistory::default();

@@ -167,11 +167,9 @@ fn check_config(path: Option<PathBuf>) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn scan(path: Option<PathBuf>, output: OutputFormat) -> ExitCode {
-    let config = match load_config(path) {
-        Ok(config) => config,
-        Err(code) => return code,
-    };
+/// For one-shot commands (`scan`, `plan`, `keys`): logs at warn on stderr, and the config's
+/// warnings printed plainly.
+pub(crate) fn init_one_shot(config: &Config) {
     init_tracing(&LogConfig {
         level: "warn".into(),
         format: LogFormat::Text,
@@ -179,6 +177,14 @@ fn scan(path: Option<PathBuf>, output: OutputFormat) -> ExitCode {
     for warning in &config.warnings {
         eprintln!("warning: {warning}");
     }
+}
+
+fn scan(path: Option<PathBuf>, output: OutputFormat) -> ExitCode {
+    let config = match load_config(path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    init_one_shot(&config);
     runtime().block_on(async move {
         let now = unix_now();
         let (snapshots, failed) = match scan_every_account(&config, now).await {

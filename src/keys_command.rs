@@ -27,8 +27,8 @@ use crate::api::{
     editable_changes, scan_account, ApiClient, ApiError, ClientBuildError, ClientSettings,
     FieldChange, IgnoreRequests, KeyEdit, KeyRecord,
 };
-use crate::cli::{init_tracing, load_config, runtime, OutputFormat};
-use crate::config::{AccountConfig, Config, ConfigSource, LogConfig, LogFormat};
+use crate::cli::{init_one_shot, load_config, runtime, OutputFormat};
+use crate::config::{AccountConfig, Config, ConfigSource};
 use crate::poller::unix_now;
 use crate::report;
 use crate::snapshot::{KeyState, KeyStatus};
@@ -256,13 +256,7 @@ pub fn run(arguments: KeysArguments) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
-    init_tracing(&LogConfig {
-        level: "warn".into(),
-        format: LogFormat::Text,
-    });
-    for warning in &config.warnings {
-        eprintln!("warning: {warning}");
-    }
+    init_one_shot(&config);
     let result = select_account(&config, arguments.account.as_deref()).and_then(|account| {
         let context = Context::new(account, &config)?;
         runtime().block_on(request.execute(&context, arguments.output, now))
@@ -1003,30 +997,8 @@ fn list_table(account: &str, keys: &[KeyState], quota_per_unit: f64, now: i64) -
             restrictions(key).to_owned(),
         ]);
     }
-    let mut widths = [0usize; 9];
-    for row in &rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in &rows {
-        let mut line = String::new();
-        for (column, (cell, width)) in row.iter().zip(widths).enumerate() {
-            let padding = " ".repeat(width - cell.chars().count());
-            // Numbers right-aligned, text left-aligned.
-            if matches!(column, 0 | 4 | 5) {
-                line.push_str(&padding);
-                line.push_str(cell);
-            } else {
-                line.push_str(cell);
-                line.push_str(&padding);
-            }
-            line.push_str("  ");
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
+    let rows: Vec<Vec<String>> = rows.into_iter().map(Vec::from).collect();
+    let mut out = report::render_table(&rows, &[0, 4, 5]);
     let usable = keys.iter().filter(|key| key.is_usable_at(now)).count();
     let _ = writeln!(
         out,

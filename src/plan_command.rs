@@ -10,8 +10,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use crate::cli::{init_tracing, load_config, runtime, scan_every_account, OutputFormat};
-use crate::config::{LogConfig, LogFormat};
+use crate::cli::{init_one_shot, load_config, runtime, scan_every_account, OutputFormat};
 use crate::policy::evaluate::{evaluate, Evaluation, EvaluationMode, Verdict};
 use crate::policy::state::StateStore;
 use crate::policy::PolicyConfig;
@@ -31,13 +30,7 @@ pub(crate) fn run(path: Option<PathBuf>, output: OutputFormat) -> ExitCode {
         );
         return ExitCode::from(2);
     };
-    init_tracing(&LogConfig {
-        level: "warn".into(),
-        format: LogFormat::Text,
-    });
-    for warning in &config.warnings {
-        eprintln!("warning: {warning}");
-    }
+    init_one_shot(&config);
     let now = unix_now();
     let cooldown = i64::try_from(policy.cooldown.as_secs()).unwrap_or(i64::MAX);
     let loaded = match StateStore::open_read_only(&policy.state_dir).load(now, cooldown) {

@@ -25,19 +25,6 @@ const MARKED_EXHAUSTED: i64 = 1007; // status 4, remain_quota 0
 const DISABLED: i64 = 1009;
 const EXPIRES_IN_A_WEEK: i64 = 1012; // limited, with an expiry
 
-/// The fields a full PUT writes, by their JSON names.
-const EDITABLE_FIELDS: [&str; 9] = [
-    "name",
-    "expired_time",
-    "remain_quota",
-    "unlimited_quota",
-    "model_limits_enabled",
-    "model_limits",
-    "allow_ips",
-    "group",
-    "cross_group_retry",
-];
-
 struct Account {
     simulator: Simulator,
     _directory: tempfile::TempDir,

@@ -16,17 +16,14 @@ use cometapi_keymon::simulator::{
 use serde_json::Value;
 use support::*;
 
-const EDITABLE_FIELDS: [&str; 9] = [
-    "name",
-    "expired_time",
-    "remain_quota",
-    "unlimited_quota",
-    "model_limits_enabled",
-    "model_limits",
-    "allow_ips",
-    "group",
-    "cross_group_retry",
-];
+/// Live policy with one rule: disable key `id` once it is past its expiry.
+fn disable_expired_live(id: i64) -> String {
+    format!(
+        "[policy]\ndry_run = false\nstate_dir = \"state\"\n\
+         [[policy.rules]]\nname = \"disable-expired\"\naction = \"disable\"\n\
+         key_ids = [{id}]\nwhen.expired = true\n"
+    )
+}
 
 async fn start_policy_daemon(dir: &Path, simulator: &Simulator, policy: &str) -> TestDaemon {
     let path = write_policy_config(dir, simulator, policy);
@@ -220,16 +217,7 @@ async fn disable_reads_fresh_and_writes_status_only_with_the_full_record() {
     });
     let before = simulator.token(id).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let daemon = start_policy_daemon(
-        dir.path(),
-        &simulator,
-        &format!(
-            "[policy]\ndry_run = false\nstate_dir = \"state\"\n\
-             [[policy.rules]]\nname = \"disable-expired\"\naction = \"disable\"\n\
-             key_ids = [{id}]\nwhen.expired = true\n"
-        ),
-    )
-    .await;
+    let daemon = start_policy_daemon(dir.path(), &simulator, &disable_expired_live(id)).await;
     wait_for_outcome(&daemon, "disable-expired", "disable", "applied").await;
     // Two more polls: the key is disabled now, so the rule has nothing to change.
     tokio::time::sleep(Duration::from_millis(2_500)).await;
@@ -474,16 +462,7 @@ async fn a_key_changed_under_the_plan_is_skipped() {
         kind: FaultKind::Delay(Duration::from_secs(2)),
     });
     let dir = tempfile::tempdir().unwrap();
-    let daemon = start_policy_daemon(
-        dir.path(),
-        &simulator,
-        &format!(
-            "[policy]\ndry_run = false\nstate_dir = \"state\"\n\
-             [[policy.rules]]\nname = \"disable-expired\"\naction = \"disable\"\n\
-             key_ids = [{id}]\nwhen.expired = true\n"
-        ),
-    )
-    .await;
+    let daemon = start_policy_daemon(dir.path(), &simulator, &disable_expired_live(id)).await;
     daemon.first_poll().await;
     simulator.update_token(id, |token| token.status = 2);
     wait_for_outcome(&daemon, "disable-expired", "disable", "skipped_changed").await;
@@ -506,16 +485,7 @@ async fn a_failed_write_is_checked_by_reading_not_retried_blindly() {
         },
     });
     let dir = tempfile::tempdir().unwrap();
-    let daemon = start_policy_daemon(
-        dir.path(),
-        &simulator,
-        &format!(
-            "[policy]\ndry_run = false\nstate_dir = \"state\"\n\
-             [[policy.rules]]\nname = \"disable-expired\"\naction = \"disable\"\n\
-             key_ids = [{id}]\nwhen.expired = true\n"
-        ),
-    )
-    .await;
+    let daemon = start_policy_daemon(dir.path(), &simulator, &disable_expired_live(id)).await;
     wait_for_outcome(&daemon, "disable-expired", "disable", "failed").await;
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     daemon.stop().await;

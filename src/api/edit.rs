@@ -10,20 +10,6 @@ use serde_json::Value;
 
 use super::KeyRecord;
 
-/// The fields a full PUT writes, in the server's order (`UpdateToken`'s whitelist).
-pub const EDITABLE_FIELDS: [&str; 10] = [
-    "name",
-    "expired_time",
-    "remain_quota",
-    "unlimited_quota",
-    "model_limits_enabled",
-    "model_limits",
-    "allow_ips",
-    "group",
-    "cross_group_retry",
-    "auto_groups",
-];
-
 /// Which fields to change; `None` leaves a field as the fresh read has it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct KeyEdit {

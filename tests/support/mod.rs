@@ -21,6 +21,20 @@ use cometapi_keymon::simulator::{Simulator, SimulatorConfig};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// The fields a full PUT writes (new-api's `UpdateToken` whitelist), by their JSON names: the
+/// tests' own list, independent of the crate's.
+pub const EDITABLE_FIELDS: [&str; 9] = [
+    "name",
+    "expired_time",
+    "remain_quota",
+    "unlimited_quota",
+    "model_limits_enabled",
+    "model_limits",
+    "allow_ips",
+    "group",
+    "cross_group_retry",
+];
+
 pub const LOOPBACK_ANY_PORT: ([u8; 4], u16) = ([127, 0, 0, 1], 0);
 
 pub async fn start_simulator(keys: usize) -> Simulator {

@@ -500,3 +500,37 @@ async fn a_failed_write_is_checked_by_reading_not_retried_blindly() {
         "{outcome}"
     );
 }
+
+#[tokio::test]
+async fn an_answer_holding_another_key_is_never_written_back() {
+    let simulator = start_simulator(40).await;
+    let id = seeded_id(&simulator, "expired-still-enabled");
+    let other = seeded_id(&simulator, "disabled");
+    // A broken cache in front of the server answers the fresh read with another key's record.
+    simulator.push_fault(Fault {
+        endpoint: FaultEndpoint::Get,
+        page: None,
+        times: FaultTimes::Once,
+        kind: FaultKind::HttpStatus {
+            status: 200,
+            body: format!(
+                "{{\"data\":{{\"id\":{other},\"status\":1,\"name\":\"x\",\"expired_time\":1,\
+                 \"remain_quota\":5}},\"message\":\"\",\"success\":true}}"
+            ),
+            retry_after: None,
+        },
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = start_policy_daemon(dir.path(), &simulator, &disable_expired_live(id)).await;
+    wait_for_outcome(&daemon, "disable-expired", "disable", "failed").await;
+    daemon.stop().await;
+    assert!(puts(&simulator).is_empty(), "{:?}", puts(&simulator));
+    let outcome = audit_entries(&dir.path().join("state")).pop().unwrap();
+    assert!(
+        outcome["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("asked for key {id}, the answer holds key {other}")),
+        "{outcome}"
+    );
+}

@@ -222,15 +222,33 @@ impl ApiClient {
             .unwrap_or(DEFAULT_QUOTA_PER_UNIT))
     }
 
-    /// `GET /api/token/{id}`. A deleted or foreign key is `Refused` ("record not found").
+    /// `GET /api/token/{id}`. A deleted or foreign key is `Refused` ("record not found"). An
+    /// answer holding another key (a broken proxy or cache) is a decode error: every write is
+    /// built from this record, and must never land on a key nobody asked for.
     pub async fn get_key(&self, id: i64) -> Result<KeyRecord, ApiError> {
-        self.request_data(
-            Endpoint::Get,
-            Method::GET,
-            &format!("/api/token/{id}"),
-            None,
-        )
-        .await
+        let record: KeyRecord = self
+            .request_data(
+                Endpoint::Get,
+                Method::GET,
+                &format!("/api/token/{id}"),
+                None,
+            )
+            .await?;
+        if record.id != id {
+            return Err(ApiError::Decode {
+                endpoint: Endpoint::Get,
+                detail: format!("asked for key {id}, the answer holds key {}", record.id),
+            });
+        }
+        if let (Some(own), Some(owner)) = (self.settings.user_id, record.user_id) {
+            if owner != own {
+                return Err(ApiError::Decode {
+                    endpoint: Endpoint::Get,
+                    detail: format!("key {id} belongs to user {owner}, not to user {own}"),
+                });
+            }
+        }
+        Ok(record)
     }
 
     /// `POST /api/token/`. The server answers without the new key's id or value.

@@ -304,3 +304,30 @@ async fn plan_shows_each_rule_and_never_writes_even_with_dry_run_off() {
         !stdout.contains(&simulator.access_token()) && !stderr.contains(&simulator.access_token())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_daemon_on_the_same_state_refuses_to_start() {
+    let simulator = start_simulator(30).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_policy_config(
+        dir.path(),
+        &simulator,
+        "[policy]\nstate_dir = \"state\"\n\
+         [[policy.rules]]\nname = \"disable-expired\"\naction = \"disable\"\nwhen.expired = true\n",
+    );
+    let first = start(&config);
+    let second = Command::new(BINARY)
+        .args(["run", "--config", config.to_str().unwrap()])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("policy.state_dir")
+            && stderr.contains("another cometapi-keymon holds its lock"),
+        "{stderr}"
+    );
+    let (exit_ok, _, logs) = first.terminate();
+    assert!(exit_ok, "{logs}");
+}

@@ -106,6 +106,15 @@ impl Daemon {
             }
             None => None,
         };
+        // A scheduled rule also ticks the pollers at its times, so it acts on time.
+        let mut rule_schedules: Vec<String> = config
+            .policy
+            .iter()
+            .flat_map(|policy| policy.rules.iter())
+            .filter_map(|rule| rule.schedule.clone())
+            .collect();
+        rule_schedules.sort();
+        rule_schedules.dedup();
         let mut pollers = JoinSet::new();
         let mut targets = Vec::new();
         for account in &config.accounts {
@@ -137,14 +146,20 @@ impl Daemon {
             http_settings,
             shutdown.clone(),
         ));
-        let mut scheduler =
-            match schedule::start(&config.poll.schedule, targets, exporter.clone()).await {
-                Ok(scheduler) => scheduler,
-                Err(error) => {
-                    shutdown.cancel();
-                    return Err(AppError::Scheduler(error.to_string()));
-                }
-            };
+        let mut scheduler = match schedule::start(
+            &config.poll.schedule,
+            &rule_schedules,
+            targets,
+            exporter.clone(),
+        )
+        .await
+        {
+            Ok(scheduler) => scheduler,
+            Err(error) => {
+                shutdown.cancel();
+                return Err(AppError::Scheduler(error.to_string()));
+            }
+        };
         tracing::info!(%address, accounts = config.accounts.len(), "serving /metrics");
 
         shutdown.cancelled().await;

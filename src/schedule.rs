@@ -1,6 +1,7 @@
 //! The tokio-cron-scheduler adapter: turns `[poll] interval` or `cron` into ticks.
 //!
-//! Its only job is to send a tick to each account's poller. A tick that finds the account's
+//! Its only job is to send a tick to each account's poller (on the poll schedule, and at the
+//! scheduled times of policy rules). A tick that finds the account's
 //! previous poll still running is skipped and counted (`cometapi_poll_skipped_total`), never
 //! queued, so polls of one account never overlap and never pile up. `cron` runs as a cron job
 //! (6 fields, seconds first, UTC). An `interval` runs as a job firing every second that ticks an
@@ -49,8 +50,11 @@ impl PollTarget {
 }
 
 /// Ticks every target once now (the first poll runs at start), then starts the scheduler.
+/// `extra_cron` are more 6-field expressions that tick every target (the schedules of policy
+/// rules, so a nightly restore polls and acts at midnight rather than at the next interval).
 pub async fn start(
     schedule: &PollSchedule,
+    extra_cron: &[String],
     targets: Vec<PollTarget>,
     exporter: Arc<Exporter>,
 ) -> Result<JobScheduler, JobSchedulerError> {
@@ -58,6 +62,17 @@ pub async fn start(
         target.tick(&exporter);
     }
     let scheduler = JobScheduler::new().await?;
+    for expression in extra_cron {
+        let (targets, exporter) = (targets.clone(), Arc::clone(&exporter));
+        scheduler
+            .add(Job::new_async(expression.as_str(), move |_, _| {
+                for target in &targets {
+                    target.tick(&exporter);
+                }
+                Box::pin(async {})
+            })?)
+            .await?;
+    }
     let job = match schedule {
         PollSchedule::Cron(expression) => Job::new_async(expression.as_str(), move |_, _| {
             for target in &targets {

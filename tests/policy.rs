@@ -534,3 +534,37 @@ async fn an_answer_holding_another_key_is_never_written_back() {
         "{outcome}"
     );
 }
+
+#[tokio::test]
+async fn a_scheduled_rule_polls_and_acts_at_its_time_not_at_the_next_interval() {
+    let simulator = start_simulator(40).await;
+    let id = seeded_id(&simulator, "never-used");
+    simulator.update_token(id, |token| token.remain_quota = 100);
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_policy_config(
+        dir.path(),
+        &simulator,
+        &format!(
+            "[policy]\ndry_run = false\nstate_dir = \"state\"\n\
+             [[policy.rules]]\nname = \"restore\"\naction = \"top_up\"\nkey_ids = [{id}]\n\
+             top_up.to = 500000\nschedule = \"*/4 * * * * *\"\n"
+        ),
+    );
+    let mut config = config::load(Some(&path)).unwrap();
+    // Polls an hour apart: only the rule's own schedule can bring the grant within seconds.
+    config.poll.schedule = every(3_600);
+    let daemon = start_daemon(config).await;
+    let metrics = wait_for_outcome(&daemon, "restore", "top_up", "applied").await;
+    daemon.stop().await;
+    assert!(
+        metrics
+            .get(
+                "cometapi_poll_duration_seconds_count",
+                &[("account", "main")]
+            )
+            .unwrap()
+            >= 2.0,
+        "the first poll arms the rule; a poll at its time grants"
+    );
+    assert_eq!(simulator.token(id).unwrap().remain_quota, 500_000);
+}

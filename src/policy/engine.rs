@@ -596,13 +596,16 @@ fn planned_writes(rule: &Rule, fresh: &KeyRecord) -> (Vec<Write>, KeyRecord) {
         ),
         ActionKind::TopUp => {
             let top_up = rule.top_up.expect("a top_up rule has top_up settings");
-            let topped_up = KeyEdit {
-                remain_quota: Some(top_up.to),
-                ..KeyEdit::default()
+            let mut writes = Vec::new();
+            let mut expected = fresh.clone();
+            if fresh.remain_quota < top_up.to {
+                expected = KeyEdit {
+                    remain_quota: Some(top_up.to),
+                    ..KeyEdit::default()
+                }
+                .apply(fresh);
+                writes.push(Write::Full(Box::new(expected.clone())));
             }
-            .apply(fresh);
-            let mut writes = vec![Write::Full(Box::new(topped_up.clone()))];
-            let mut expected = topped_up;
             if top_up.enable && fresh.status == STATUS_EXHAUSTED {
                 writes.push(Write::Status(STATUS_ENABLED));
                 expected.status = STATUS_ENABLED;
@@ -830,6 +833,13 @@ mod tests {
         assert_eq!(
             (expected.status, expected.remain_quota),
             (STATUS_ENABLED, 500)
+        );
+        // Quota already back (a status write that failed last time): only the status.
+        let (writes, expected) = planned_writes(&rule, &record(STATUS_EXHAUSTED, 800, 500));
+        assert!(matches!(writes[..], [Write::Status(STATUS_ENABLED)]));
+        assert_eq!(
+            (expected.status, expected.remain_quota),
+            (STATUS_ENABLED, 800)
         );
     }
 }

@@ -219,7 +219,11 @@ impl Rule {
             ActionKind::Enable => key.status() != KeyStatus::Enabled,
             ActionKind::TopUp => {
                 let top_up = self.top_up.expect("a top_up rule has top_up settings");
-                !key.unlimited_quota && key.remain_quota < top_up.to
+                // With `enable`, a key still marked exhausted although its quota is back (a
+                // status write that failed after the quota write) is re-enabled too.
+                !key.unlimited_quota
+                    && (key.remain_quota < top_up.to
+                        || (top_up.enable && key.status() == KeyStatus::Exhausted))
             }
         }
     }
@@ -242,11 +246,14 @@ impl Rule {
             }
             ActionKind::TopUp => {
                 let top_up = self.top_up.expect("a top_up rule has top_up settings");
-                let mut changes = vec![(
-                    "remain_quota",
-                    key.remain_quota.to_string(),
-                    top_up.to.to_string(),
-                )];
+                let mut changes = Vec::new();
+                if key.remain_quota < top_up.to {
+                    changes.push((
+                        "remain_quota",
+                        key.remain_quota.to_string(),
+                        top_up.to.to_string(),
+                    ));
+                }
                 if top_up.enable && key.status() == KeyStatus::Exhausted {
                     changes.push((
                         "status",
@@ -286,7 +293,11 @@ impl Rule {
             parts.push(format!("status in [{}]", names.join(",")));
         }
         if let Some(top_up) = self.top_up {
-            parts.push(format!("remaining < {}", top_up.to));
+            parts.push(if top_up.enable {
+                format!("remaining < {} or marked exhausted", top_up.to)
+            } else {
+                format!("remaining < {}", top_up.to)
+            });
         }
         if parts.is_empty() {
             "every selected key".to_owned()
@@ -474,5 +485,20 @@ mod tests {
         assert!(!rule.action_changes(&key(1_000, false)));
         assert!(!rule.action_changes(&key(5_000, false)));
         assert!(!rule.action_changes(&key(0, true)));
+        let exhausted_with_quota = KeyState {
+            status_code: 4,
+            ..key(5_000, false)
+        };
+        assert!(!rule.action_changes(&exhausted_with_quota), "enable is off");
+        let mut reviving = rule.clone();
+        reviving.top_up = Some(TopUp {
+            to: 1_000,
+            enable: true,
+        });
+        assert!(reviving.action_changes(&exhausted_with_quota));
+        assert_eq!(
+            reviving.planned_change(&exhausted_with_quota),
+            [("status", "exhausted".to_owned(), "enabled".to_owned())]
+        );
     }
 }

@@ -194,12 +194,12 @@ fn index_response(exporter: &Exporter) -> Response<ResponseBody> {
         env!("CARGO_PKG_VERSION"),
         "</h1>\n<p><a href=\"/metrics\">/metrics</a> · <a href=\"/healthz\">/healthz</a> · <a href=\"/readyz\">/readyz</a></p>\n",
         "<table border=\"1\" cellpadding=\"4\"><tr><th>account</th><th>keys</th><th>usable</th>",
-        "<th>last complete poll</th><th>last attempt</th><th>duration</th><th>last error</th></tr>\n"
+        "<th>last complete poll</th><th>last attempt</th><th>duration</th><th>last error</th><th>policy</th></tr>\n"
     ));
     for view in exporter.account_views() {
         let _ = writeln!(
             html,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             escape_html(&view.name),
             view.keys.map_or("–".into(), |keys| keys.to_string()),
             view.usable_keys.map_or("–".into(), |keys| keys.to_string()),
@@ -207,6 +207,7 @@ fn index_response(exporter: &Exporter) -> Response<ResponseBody> {
             view.last_attempt_at.map_or("never".into(), |at| describe_time(at, now)),
             view.last_duration.map_or("–".into(), |duration| format!("{:.2}s", duration.as_secs_f64())),
             escape_html(view.last_error.as_deref().unwrap_or("")),
+            escape_html(view.policy.as_deref().unwrap_or("–")),
         );
     }
     html.push_str("</table>\n</body></html>\n");

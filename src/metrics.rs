@@ -36,6 +36,8 @@ pub struct AccountView {
     pub last_duration: Option<Duration>,
     /// The last failure, cleared by the next complete poll. Never contains a secret.
     pub last_error: Option<String>,
+    /// What the policy engine did after the last complete poll (with `[policy]` only).
+    pub policy: Option<String>,
 }
 
 /// The per-key text plus the health text of one scrape.
@@ -252,6 +254,17 @@ impl Exporter {
             entry.view.last_attempt_at = Some(attempted_at);
             entry.view.last_duration = Some(duration);
             entry.view.last_error = Some(error.to_string());
+        }
+    }
+
+    /// The policy engine's one-line summary of its last evaluation, for `/`.
+    pub fn record_policy_summary(&self, account: &str, summary: String) {
+        if let Some(entry) = self
+            .lock_accounts()
+            .iter_mut()
+            .find(|entry| entry.view.name == account)
+        {
+            entry.view.policy = Some(summary);
         }
     }
 

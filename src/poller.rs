@@ -64,7 +64,8 @@ impl AccountPoller {
                     render_ms = render_started.elapsed().as_millis() as u64, "poll complete"
                 );
                 if let Some(policy) = &self.policy {
-                    policy.after_complete_poll(&self.client, &snapshot).await;
+                    let summary = policy.after_complete_poll(&self.client, &snapshot).await;
+                    self.exporter.record_policy_summary(&account, summary);
                 }
                 Ok(snapshot)
             }

@@ -129,6 +129,16 @@ async fn dry_run_counts_and_audits_but_never_reads_or_writes_a_key() {
     .await;
     let metrics = wait_for_outcome(&daemon, "disable-expired", "disable", "dry_run").await;
     assert_eq!(metrics.value("cometapi_policy_dry_run", &[]), 1.0);
+    let page = reqwest::get(daemon.url("/"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("<th>policy</th>") && page.contains("dry run; "),
+        "the status page shows what the policy did: {page}"
+    );
     // More polls, and still nothing.
     daemon
         .wait_for("three polls", Duration::from_secs(20), |metrics| {

@@ -110,8 +110,9 @@ impl PolicyEngine {
         &self.metrics
     }
 
-    /// Everything the engine does after a complete poll of one account.
-    pub async fn after_complete_poll(&self, client: &ApiClient, snapshot: &Snapshot) {
+    /// Everything the engine does after a complete poll of one account. Returns a one-line
+    /// summary for the status page ("dry run: 3 would act", "held: ...", "2 applied").
+    pub async fn after_complete_poll(&self, client: &ApiClient, snapshot: &Snapshot) -> String {
         let account = snapshot.account.as_str();
         self.reconcile(client, account).await;
         let now = unix_now();
@@ -156,6 +157,8 @@ impl PolicyEngine {
             None => circuit.set(0),
         }
         let mut failed_rules: Vec<String> = Vec::new();
+        let mut outcome_counts: std::collections::BTreeMap<&'static str, usize> =
+            std::collections::BTreeMap::new();
         for decision in &evaluation.decisions {
             let rule = &self.policy.rules[decision.rule_index];
             let outcome = match decision.verdict {
@@ -171,9 +174,11 @@ impl PolicyEngine {
                 }
                 Verdict::Act => match self.execute(client, account, rule, decision).await {
                     Some(outcome) => outcome,
-                    None => return, // shutdown in the middle of a write: reconciled at next start
+                    // Shutdown in the middle of a write: reconciled at the next start.
+                    None => return "interrupted by shutdown".to_owned(),
                 },
             };
+            *outcome_counts.entry(outcome).or_default() += 1;
             if outcome == "failed" {
                 failed_rules.push(rule.name.clone());
             }
@@ -193,6 +198,22 @@ impl PolicyEngine {
             .last_evaluation
             .with_label_values(&[account])
             .set(unix_now() as f64);
+        let mode = if self.policy.dry_run {
+            "dry run"
+        } else {
+            "enforcing"
+        };
+        match &evaluation.hold {
+            Some(hold) => format!("{mode}; held back: {hold}"),
+            None if outcome_counts.is_empty() => format!("{mode}; nothing to do"),
+            None => {
+                let counts: Vec<String> = outcome_counts
+                    .iter()
+                    .map(|(outcome, count)| format!("{count} {outcome}"))
+                    .collect();
+                format!("{mode}; {}", counts.join(", "))
+            }
+        }
     }
 
     fn record_period_evaluated(&self, rule: &str, account: &str, period: i64) {

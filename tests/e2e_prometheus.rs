@@ -27,17 +27,16 @@ const EXPIRED_STILL_ENABLED: &str = "1005";
 const EXHAUSTED: &str = "1007";
 const EXPIRES_WITHIN_A_DAY: &str = "1011";
 const EXPIRES_WITHIN_A_WEEK: &str = "1012";
-/// Dashboard panels allowed to be empty here: the policy engine is not configured, and there is
-/// no Prometheus data from 24 h ago.
-const PANELS_EMPTY_WITHOUT_POLICY_OR_HISTORY: &[&str] = &[
-    "Mode",
-    "Circuit open",
-    "Since last evaluation",
-    "Next scheduled rule runs",
-    "Policy actions by outcome",
-    "Quota granted by top-ups (USD)",
-    "Top spenders, last 24 h (USD)",
-];
+/// Dashboard panels allowed to be empty here: there is no Prometheus data from 24 h ago.
+const PANELS_EMPTY_WITHOUT_HISTORY: &[&str] = &["Top spenders, last 24 h (USD)"];
+
+/// A dry-run policy whose plan (every limited key topped up) is over its limit of one action,
+/// so the circuit opens and CometAPIPolicyCircuitOpen fires; and a scheduled rule, so every
+/// policy family has series. Dry run: nothing is written, the simulator's records stay as seeded.
+const DRY_RUN_POLICY: &str = "[policy]\nstate_dir = \"state\"\nmax_actions_per_poll = 1\n\
+    [[policy.rules]]\nname = \"everyone\"\naction = \"top_up\"\ntop_up.to = 400000000000\n\
+    [[policy.rules]]\nname = \"nightly\"\naction = \"top_up\"\ngroups = [\"vip\"]\n\
+    top_up.to = 1000\nschedule = \"0 0 0 * * *\"\n";
 
 /// A child process with its output in a log file; killed by its pid when dropped.
 struct ChildProcess {
@@ -115,7 +114,7 @@ fn start_daemon_binary(directory: &Path, base_url: &str, token: &str) -> (ChildP
         format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n\n[poll]\ninterval = \"1s\"\ntimeout = \"2s\"\n\
              requests_per_minute = 6000\n\n[[accounts]]\nname = \"main\"\nbase_url = \"{base_url}\"\n\
-             token_file = \"{}\"\n",
+             token_file = \"{}\"\n\n{DRY_RUN_POLICY}",
             token_file.display()
         ),
     )
@@ -465,11 +464,31 @@ async fn prometheus_scrapes_the_daemon_and_fires_the_shipped_alerts() {
         "exporter alerts active while healthy: {active:?}"
     );
 
+    // The dry-run plan is over its limit: the circuit-open alert fires for the account.
+    eventually(
+        "CometAPIPolicyCircuitOpen",
+        Duration::from_secs(30),
+        || async {
+            let alerts = api.alerts().await;
+            let open = alerts.iter().any(|(name, state, labels)| {
+                name == "CometAPIPolicyCircuitOpen"
+                    && state == "firing"
+                    && labels["account"] == "main"
+            });
+            if open {
+                Ok(())
+            } else {
+                Err(format!("{alerts:?}"))
+            }
+        },
+    )
+    .await;
+
     // Every dashboard query evaluates against the real data; all but a known few return series.
     let dashboard = read_json(DASHBOARD);
     for (id, title, reference, expression) in dashboard_queries(&dashboard) {
         let result = api.query(&with_variables_substituted(&expression)).await;
-        if !PANELS_EMPTY_WITHOUT_POLICY_OR_HISTORY.contains(&title.as_str()) {
+        if !PANELS_EMPTY_WITHOUT_HISTORY.contains(&title.as_str()) {
             assert!(
                 !result.is_empty(),
                 "dashboard panel {id} ({title}) query {reference} returns nothing: {expression}"

@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::cli::{init_one_shot, load_config, runtime, scan_every_account, OutputFormat};
 use crate::policy::evaluate::{evaluate, Evaluation, EvaluationMode, Verdict};
-use crate::policy::state::StateStore;
+use crate::policy::state::{LoadedState, StateStore};
 use crate::policy::PolicyConfig;
 use crate::poller::unix_now;
 use crate::report::{render_table, table_name};
@@ -35,9 +35,12 @@ pub(crate) fn run(path: Option<PathBuf>, output: OutputFormat) -> ExitCode {
     let cooldown = i64::try_from(policy.cooldown.as_secs()).unwrap_or(i64::MAX);
     let loaded = match StateStore::open_read_only(&policy.state_dir).load(now, cooldown) {
         Ok(loaded) => loaded,
+        // Often the daemon's own directory, unreadable to the operator running `plan`.
         Err(error) => {
-            eprintln!("cometapi-keymon: {error}");
-            return ExitCode::from(1);
+            eprintln!(
+                "warning: {error}; this plan does not know the cooldowns and scheduled grants                  the daemon has recorded"
+            );
+            LoadedState::default()
         }
     };
     runtime().block_on(async move {

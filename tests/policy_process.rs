@@ -300,6 +300,17 @@ async fn plan_shows_each_rule_and_never_writes_even_with_dry_run_off() {
         !dir.path().join("state").exists(),
         "plan wrote the state directory"
     );
+
+    // A state directory plan cannot read (often the daemon's own): a warning, still a plan.
+    std::fs::write(dir.path().join("state"), "not a directory").unwrap();
+    let unreadable = Command::new(BINARY)
+        .args(["plan", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let warning = String::from_utf8_lossy(&unreadable.stderr);
+    assert!(unreadable.status.success(), "{warning}");
+    assert!(warning.contains("does not know the cooldowns"), "{warning}");
+    assert!(String::from_utf8_lossy(&unreadable.stdout).contains("disable-expired"));
     assert!(
         !stdout.contains(&simulator.access_token()) && !stderr.contains(&simulator.access_token())
     );

@@ -129,6 +129,7 @@ enum LedgerEntry {
 }
 
 /// What `load` found: the history to evaluate with and the intents still without outcome.
+#[derive(Default)]
 pub struct LoadedState {
     pub history: PolicyHistory,
     pub pending_intents: Vec<AuditEntry>,

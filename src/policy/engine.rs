@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use prometheus::Registry;
 
-use crate::api::{editable_changes, ApiClient, ApiError, KeyEdit, KeyRecord};
+use crate::api::{editable_changes, ApiClient, ApiError, KeyRecord};
 use crate::policy::evaluate::{evaluate, Decision, EvaluationMode, Hold, Verdict};
 use crate::policy::history::PolicyHistory;
 use crate::policy::metrics::PolicyMetrics;
@@ -28,10 +28,6 @@ use crate::policy::rules::{ActionKind, PolicyConfig, Rule};
 use crate::policy::state::{AuditChange, AuditEntry, StateError, StateStore};
 use crate::poller::unix_now;
 use crate::snapshot::{KeyState, Snapshot};
-
-const STATUS_ENABLED: i64 = 1;
-const STATUS_DISABLED: i64 = 2;
-const STATUS_EXHAUSTED: i64 = 4;
 
 pub struct PolicyEngine {
     policy: PolicyConfig,
@@ -229,7 +225,7 @@ impl PolicyEngine {
 
     fn record_dry_run(&self, account: &str, rule: &Rule, decision: &Decision, now: i64) {
         let before = KeyRecord::from_state(&decision.key);
-        let after = planned_writes(rule, &before).1;
+        let after = rule.expected_after(&before);
         let changes = changes_of(&before, &after);
         tracing::info!(
             account, rule = %rule.name, key_id = decision.key.id, action = rule.action.label(),
@@ -597,43 +593,23 @@ impl PolicyEngine {
     }
 }
 
-/// The writes an action needs on `fresh`, and the record expected afterwards. Re-enabling an
-/// exhausted key fixes its quota first (a full PUT never carries `status`), then its status.
+/// The writes an action needs on `fresh`, and the record expected afterwards
+/// (`Rule::expected_after`): a full PUT when the quota changes (it never carries `status`), then
+/// a `status_only` PUT when the status changes — so re-enabling an exhausted key fixes its
+/// quota first.
 fn planned_writes(rule: &Rule, fresh: &KeyRecord) -> (Vec<Write>, KeyRecord) {
-    match rule.action {
-        ActionKind::Disable => (
-            vec![Write::Status(STATUS_DISABLED)],
-            KeyRecord {
-                status: STATUS_DISABLED,
-                ..fresh.clone()
-            },
-        ),
-        ActionKind::Enable => (
-            vec![Write::Status(STATUS_ENABLED)],
-            KeyRecord {
-                status: STATUS_ENABLED,
-                ..fresh.clone()
-            },
-        ),
-        ActionKind::TopUp => {
-            let top_up = rule.top_up.expect("a top_up rule has top_up settings");
-            let mut writes = Vec::new();
-            let mut expected = fresh.clone();
-            if fresh.remain_quota < top_up.to {
-                expected = KeyEdit {
-                    remain_quota: Some(top_up.to),
-                    ..KeyEdit::default()
-                }
-                .apply(fresh);
-                writes.push(Write::Full(Box::new(expected.clone())));
-            }
-            if top_up.enable && fresh.status == STATUS_EXHAUSTED {
-                writes.push(Write::Status(STATUS_ENABLED));
-                expected.status = STATUS_ENABLED;
-            }
-            (writes, expected)
-        }
+    let expected = rule.expected_after(fresh);
+    let mut writes = Vec::new();
+    if expected.remain_quota != fresh.remain_quota {
+        writes.push(Write::Full(Box::new(KeyRecord {
+            status: fresh.status,
+            ..expected.clone()
+        })));
     }
+    if expected.status != fresh.status {
+        writes.push(Write::Status(expected.status));
+    }
+    (writes, expected)
 }
 
 fn changes_of(before: &KeyRecord, after: &KeyRecord) -> Vec<AuditChange> {
@@ -738,6 +714,7 @@ fn rfc3339(unix: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::rules::{STATUS_ENABLED, STATUS_EXHAUSTED};
 
     fn record(status: i64, remain: i64, used: i64) -> KeyRecord {
         KeyRecord {

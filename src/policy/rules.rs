@@ -5,7 +5,13 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::api::{editable_changes, KeyEdit, KeyRecord};
 use crate::snapshot::{KeyState, KeyStatus};
+
+/// Server status codes the actions write or look for.
+pub(crate) const STATUS_ENABLED: i64 = 1;
+pub(crate) const STATUS_DISABLED: i64 = 2;
+pub(crate) const STATUS_EXHAUSTED: i64 = 4;
 
 /// Where the audit log and the grant ledger live when the config does not say.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/cometapi-keymon";
@@ -233,37 +239,50 @@ impl Rule {
         self.selects(account, key) && self.conditions_hold(key, now) && self.action_changes(key)
     }
 
+    /// The record the action leaves, from `before` (a fresh read, or a snapshot key as a
+    /// record): disable/enable set the status; a top-up raises `remain_quota` to `to` (never
+    /// lowers it) and, with `enable`, sets a key marked exhausted back to enabled. The one
+    /// statement of what an action changes: the engine's writes and `plan` derive from it.
+    pub fn expected_after(&self, before: &KeyRecord) -> KeyRecord {
+        let mut after = before.clone();
+        match self.action {
+            ActionKind::Disable => after.status = STATUS_DISABLED,
+            ActionKind::Enable => after.status = STATUS_ENABLED,
+            ActionKind::TopUp => {
+                let top_up = self.top_up.expect("a top_up rule has top_up settings");
+                if before.remain_quota < top_up.to {
+                    after = KeyEdit {
+                        remain_quota: Some(top_up.to),
+                        ..KeyEdit::default()
+                    }
+                    .apply(before);
+                }
+                if top_up.enable && before.status == STATUS_EXHAUSTED {
+                    after.status = STATUS_ENABLED;
+                }
+            }
+        }
+        after
+    }
+
     /// What the action would change on `key`, field by field (before, after), as the
     /// snapshot shows it: `status` by name, `remain_quota` in quota units.
     pub fn planned_change(&self, key: &KeyState) -> Vec<(&'static str, String, String)> {
-        let status = |status: KeyStatus| status.label().to_owned();
-        match self.action {
-            ActionKind::Disable => {
-                vec![("status", status(key.status()), status(KeyStatus::Disabled))]
-            }
-            ActionKind::Enable => {
-                vec![("status", status(key.status()), status(KeyStatus::Enabled))]
-            }
-            ActionKind::TopUp => {
-                let top_up = self.top_up.expect("a top_up rule has top_up settings");
-                let mut changes = Vec::new();
-                if key.remain_quota < top_up.to {
-                    changes.push((
-                        "remain_quota",
-                        key.remain_quota.to_string(),
-                        top_up.to.to_string(),
-                    ));
-                }
-                if top_up.enable && key.status() == KeyStatus::Exhausted {
-                    changes.push((
-                        "status",
-                        status(KeyStatus::Exhausted),
-                        status(KeyStatus::Enabled),
-                    ));
-                }
-                changes
-            }
-        }
+        let before = KeyRecord::from_state(key);
+        let shown = |field: &str, value: &serde_json::Value| match (field, value.as_i64()) {
+            ("status", Some(code)) => KeyStatus::from_code(code).label().to_owned(),
+            _ => value.to_string(),
+        };
+        editable_changes(&before, &self.expected_after(&before))
+            .into_iter()
+            .map(|change| {
+                (
+                    change.field,
+                    shown(change.field, &change.before),
+                    shown(change.field, &change.after),
+                )
+            })
+            .collect()
     }
 
     /// Which conditions the rule checks, for `plan` and log lines ("expired, status=enabled").

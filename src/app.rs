@@ -56,15 +56,10 @@ impl Daemon {
         let listener = TcpListener::bind(address)
             .await
             .map_err(|source| AppError::Listen { address, source })?;
-        let names: Vec<String> = config
-            .accounts
-            .iter()
-            .map(|account| account.name.clone())
-            .collect();
         Ok(Daemon {
+            exporter: Exporter::new(&config.account_names()),
             config,
             listener,
-            exporter: Exporter::new(&names),
         })
     }
 
@@ -91,13 +86,11 @@ impl Daemon {
             .unwrap_or_default();
         let policy = match &config.policy {
             Some(policy_config) => {
-                let names: Vec<String> = config
-                    .accounts
-                    .iter()
-                    .map(|account| account.name.clone())
-                    .collect();
-                let engine =
-                    PolicyEngine::open(policy_config.clone(), &names, exporter.registry())?;
+                let engine = PolicyEngine::open(
+                    policy_config.clone(),
+                    &config.account_names(),
+                    exporter.registry(),
+                )?;
                 let hook_engine = Arc::clone(&engine);
                 exporter.add_scrape_hook(move || {
                     hook_engine.metrics().refresh_next_runs(unix_now());

@@ -272,6 +272,14 @@ pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
 }
 
 impl Config {
+    /// The account names, in config order (the `account` label values).
+    pub fn account_names(&self) -> Vec<String> {
+        self.accounts
+            .iter()
+            .map(|account| account.name.clone())
+            .collect()
+    }
+
     /// The effective configuration as TOML, for `check-config`: every value, durations in
     /// human form (`"60s"`), and for each account only where its token comes from
     /// (`token_file = ...` or `token_env = ...`), never the token.

@@ -272,7 +272,7 @@ impl PolicyEngine {
                 } else {
                     "failed"
                 };
-                return Some(self.finish_without_write(entry, outcome, &error.to_string()));
+                return Some(self.finish_without_write(rule, entry, outcome, &error.to_string()));
             }
         };
         let read_at = Instant::now();
@@ -280,6 +280,7 @@ impl PolicyEngine {
         let fresh_state = KeyState::from(fresh.clone());
         if !rule.applies_to(account, &fresh_state, unix_now()) {
             return Some(self.finish_without_write(
+                rule,
                 entry,
                 "skipped_changed",
                 "the fresh read no longer matches the rule",
@@ -395,6 +396,7 @@ impl PolicyEngine {
 
     fn finish_without_write(
         &self,
+        rule: &Rule,
         mut entry: AuditEntry,
         outcome: &'static str,
         detail: &str,
@@ -406,14 +408,7 @@ impl PolicyEngine {
             tracing::error!(%error, "cannot write the audit log");
         }
         if outcome == "failed" {
-            if let Some(rule) = self
-                .policy
-                .rules
-                .iter()
-                .find(|rule| rule.name == entry.rule)
-            {
-                self.remember_attempt(rule, &entry.account, entry.key_id);
-            }
+            self.remember_attempt(rule, &entry.account, entry.key_id);
         }
         outcome
     }

@@ -185,7 +185,6 @@ pub fn evaluate(
             .actions()
             .map(|decision| decision.rule.clone())
             .collect();
-        rules.dedup();
         rules.sort();
         rules.dedup();
         for decision in &mut evaluation.decisions {

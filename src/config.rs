@@ -40,6 +40,7 @@ use crate::policy::PolicyConfig;
 use crate::secret::Secret;
 
 pub use error::ConfigError;
+pub(crate) use validate::parse_cron;
 
 /// Prefix of the environment variables that override config keys (`KEYMON_POLL__INTERVAL`).
 pub const ENV_PREFIX: &str = "KEYMON_";

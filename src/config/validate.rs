@@ -301,6 +301,17 @@ fn require_positive(
     Ok(())
 }
 
+/// Parses a 6-field cron expression (or `@` nickname) with the croner settings
+/// tokio-cron-scheduler uses: seconds required, day-of-month AND day-of-week. Poll schedules and
+/// policy rule schedules are both read this way.
+pub(crate) fn parse_cron(expression: &str) -> Result<croner::Cron, croner::errors::CronError> {
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Required)
+        .dom_and_dow(true)
+        .build()
+        .parse(expression)
+}
+
 /// Checks a cron expression with the croner settings tokio-cron-scheduler uses (seconds
 /// required, day-of-month AND day-of-week), insists on exactly 6 fields (croner would also
 /// take a 7th, the year, which the documented format leaves out) or an `@` nickname such as
@@ -319,16 +330,11 @@ pub(crate) fn validate_cron(expression: &str) -> Result<String, String> {
             ));
         }
     }
-    let cron = croner::parser::CronParser::builder()
-        .seconds(croner::parser::Seconds::Required)
-        .dom_and_dow(true)
-        .build()
-        .parse(expression)
-        .map_err(|error| {
-            let detail = error.to_string();
-            let detail = detail.trim_end_matches('.');
-            format!("invalid cron expression \"{expression}\": {detail}; {CRON_FORMAT_HELP}")
-        })?;
+    let cron = parse_cron(expression).map_err(|error| {
+        let detail = error.to_string();
+        let detail = detail.trim_end_matches('.');
+        format!("invalid cron expression \"{expression}\": {detail}; {CRON_FORMAT_HELP}")
+    })?;
     if cron
         .find_next_occurrence(&chrono::Utc::now(), false)
         .is_err()

@@ -230,12 +230,7 @@ fn duration_seconds(duration: Duration) -> i64 {
 }
 
 fn parse_schedule(schedule: &str) -> Option<croner::Cron> {
-    croner::parser::CronParser::builder()
-        .seconds(croner::parser::Seconds::Required)
-        .dom_and_dow(true)
-        .build()
-        .parse(schedule)
-        .ok()
+    crate::config::parse_cron(schedule).ok()
 }
 
 fn utc(unix: i64) -> Option<DateTime<Utc>> {

@@ -63,23 +63,16 @@ pub async fn start(
     }
     let scheduler = JobScheduler::new().await?;
     for expression in extra_cron {
-        let (targets, exporter) = (targets.clone(), Arc::clone(&exporter));
         scheduler
-            .add(Job::new_async(expression.as_str(), move |_, _| {
-                for target in &targets {
-                    target.tick(&exporter);
-                }
-                Box::pin(async {})
-            })?)
+            .add(cron_job(
+                expression,
+                targets.clone(),
+                Arc::clone(&exporter),
+            )?)
             .await?;
     }
     let job = match schedule {
-        PollSchedule::Cron(expression) => Job::new_async(expression.as_str(), move |_, _| {
-            for target in &targets {
-                target.tick(&exporter);
-            }
-            Box::pin(async {})
-        })?,
+        PollSchedule::Cron(expression) => cron_job(expression, targets, exporter)?,
         PollSchedule::Interval(interval) => {
             let interval = *interval;
             let due_times = Mutex::new(vec![Instant::now() + interval; targets.len()]);
@@ -104,4 +97,18 @@ pub async fn start(
     scheduler.add(job).await?;
     scheduler.start().await?;
     Ok(scheduler)
+}
+
+/// A cron job (6 fields, UTC) that ticks every target.
+fn cron_job(
+    expression: &str,
+    targets: Vec<PollTarget>,
+    exporter: Arc<Exporter>,
+) -> Result<Job, JobSchedulerError> {
+    Job::new_async(expression, move |_, _| {
+        for target in &targets {
+            target.tick(&exporter);
+        }
+        Box::pin(async {})
+    })
 }

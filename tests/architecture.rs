@@ -98,13 +98,19 @@ fn is_ident(character: char) -> bool {
 /// Every path named after `crate::` in `text`, as segments; a `{…}` group gives one path per
 /// item (`crate::{api::X, config}` → `[api, X]`, `[config]`).
 fn crate_paths(text: &str) -> Vec<Vec<String>> {
+    paths_after(text, "crate::")
+}
+
+/// Every path named after `anchor` (`crate::` or `super::`), skipping `other_crate::` and
+/// `super::super::` continuations and glob imports (`use super::*` in a file's own tests).
+fn paths_after(text: &str, anchor: &str) -> Vec<Vec<String>> {
     let mut paths = Vec::new();
     let mut rest = text;
-    while let Some(at) = rest.find("crate::") {
+    while let Some(at) = rest.find(anchor) {
         let before = rest[..at].chars().next_back();
-        rest = &rest[at + "crate::".len()..];
-        if before.is_some_and(is_ident) {
-            continue; // e.g. `some_crate::`
+        rest = &rest[at + anchor.len()..];
+        if before.is_some_and(|c| is_ident(c) || c == ':') || rest.starts_with('*') {
+            continue;
         }
         paths.extend(parse_path_tree(rest, Vec::new()));
     }
@@ -354,7 +360,7 @@ fn subcommands_never_import_from_cli_mod() {
         // `super::` in a file directly under src/cli/ is cli/mod.rs.
         let depth = file.relative.matches('/').count();
         if depth == 2 {
-            for path in super_paths(&file.code) {
+            for path in paths_after(&file.code, "super::") {
                 if !path.first().is_some_and(|first| modules.contains(first)) {
                     violations.push(format!("{}: super::{}", file.relative, path.join("::")));
                 }
@@ -366,24 +372,6 @@ fn subcommands_never_import_from_cli_mod() {
         "imports from cli/mod.rs (move what is shared to cli/shared.rs):\n{}",
         violations.join("\n")
     );
-}
-
-fn super_paths(text: &str) -> Vec<Vec<String>> {
-    let mut paths = Vec::new();
-    let mut rest = text;
-    while let Some(at) = rest.find("super::") {
-        let before = rest[..at].chars().next_back();
-        rest = &rest[at + "super::".len()..];
-        if before.is_some_and(|c| is_ident(c) || c == ':') {
-            continue;
-        }
-        // `use super::*` inside a file's own test module means the file itself.
-        if rest.starts_with('*') {
-            continue;
-        }
-        paths.extend(parse_path_tree(rest, Vec::new()));
-    }
-    paths
 }
 
 #[test]

@@ -69,6 +69,25 @@ impl RequestBudget {
         );
     }
 
+    /// How long `requests` more requests would wait from now, if nothing else drew from the
+    /// budget: a pause first, then whatever the bucket does not hold at the refill rate.
+    pub fn estimated_wait(&self, requests: u64) -> Duration {
+        let now = Instant::now();
+        let state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let paused = state
+            .paused_until
+            .map_or(Duration::ZERO, |until| until.saturating_duration_since(now));
+        let elapsed = now
+            .saturating_duration_since(state.refilled_at)
+            .as_secs_f64();
+        let tokens = (state.tokens + elapsed * self.refill_per_second).min(self.capacity);
+        let missing = (requests as f64 - tokens).max(0.0);
+        paused + Duration::from_secs_f64(missing / self.refill_per_second)
+    }
+
     /// Takes a token and returns `None`, or returns how long to wait before trying again.
     fn try_take(&self, now: Instant) -> Option<Duration> {
         let mut state = self
@@ -97,9 +116,40 @@ impl RequestBudget {
     }
 }
 
+/// How long `requests` take through a full budget of `requests_per_minute`: the bucket's minute
+/// of burst is free, every further request waits its share of a minute. What one poll costs in
+/// time at the configured rate.
+pub fn time_from_full_budget(requests_per_minute: u32, requests: u64) -> Duration {
+    let rate = u64::from(requests_per_minute.max(1));
+    let beyond_burst = requests.saturating_sub(rate);
+    Duration::from_secs_f64(beyond_burst as f64 * 60.0 / rate as f64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_poll_within_the_burst_costs_no_wait() {
+        assert_eq!(time_from_full_budget(30, 30), Duration::ZERO);
+        assert_eq!(time_from_full_budget(30, 31), Duration::from_secs(2));
+        // 10,000 keys: 100 pages and the status request at 30/min.
+        assert_eq!(time_from_full_budget(30, 101), Duration::from_secs(142));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_estimate_counts_what_the_bucket_no_longer_holds() {
+        let budget = RequestBudget::per_minute(60);
+        let cancel = CancellationToken::new();
+        assert_eq!(budget.estimated_wait(60), Duration::ZERO);
+        for _ in 0..50 {
+            budget.acquire(&cancel).await.unwrap();
+        }
+        assert_eq!(budget.estimated_wait(10), Duration::ZERO);
+        assert_eq!(budget.estimated_wait(15), Duration::from_secs(5));
+        budget.pause_for(Duration::from_secs(30));
+        assert_eq!(budget.estimated_wait(15), Duration::from_secs(35));
+    }
 
     #[tokio::test(start_paused = true)]
     async fn bursts_one_minute_then_refills_at_the_configured_rate() {

@@ -13,6 +13,7 @@
 pub mod budget;
 pub mod edit;
 pub mod error;
+pub mod probe;
 pub mod scan;
 pub mod wire;
 
@@ -29,7 +30,10 @@ use tokio_util::sync::CancellationToken;
 pub use budget::RequestBudget;
 pub use edit::{editable_changes, FieldChange, KeyEdit};
 pub use error::{ApiError, Endpoint, POLL_ERROR_REASONS};
-pub use scan::{newest_keys, scan_account, AccountListing};
+pub use probe::{ListingProbe, RouteAnswer};
+pub use scan::{
+    newest_keys, scan_account, scan_account_observed, AccountListing, ScanObserver, ScanProgress,
+};
 pub use wire::TokenRecord as KeyRecord;
 
 use crate::secret::Secret;
@@ -84,6 +88,9 @@ pub struct ApiClient {
     /// Set once a complete listing used the paginated envelope: from then on a bare array is a
     /// broken answer, not an older server (an empty `[]` must not empty the account).
     seen_paginated_listing: Arc<AtomicBool>,
+    /// Set when an answer carried `Auth-Version`, which only the legacy authentication of
+    /// new-api before 2026-07-20 sends: a server that requires `New-Api-User`.
+    legacy_auth_seen: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for ApiClient {
@@ -137,6 +144,7 @@ impl ApiClient {
             observer,
             cancel,
             seen_paginated_listing: Arc::new(AtomicBool::new(false)),
+            legacy_auth_seen: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -164,6 +172,17 @@ impl ApiClient {
 
     fn secret(&self) -> &str {
         self.settings.token.expose()
+    }
+
+    /// True once an answer showed the legacy authentication (`Auth-Version`), which requires
+    /// `New-Api-User`.
+    pub fn has_seen_legacy_auth(&self) -> bool {
+        self.legacy_auth_seen.load(Ordering::Relaxed)
+    }
+
+    /// How long `requests` more requests wait for this account's budget, as it stands now.
+    pub fn estimated_wait(&self, requests: u64) -> Duration {
+        self.budget.estimated_wait(requests)
     }
 
     /// True once a complete listing of this account used the paginated envelope.
@@ -366,6 +385,9 @@ impl ApiClient {
         let status = response.status();
         self.observer
             .observe_request(&self.settings.account, endpoint, status.as_str());
+        if status.is_success() && response.headers().contains_key("auth-version") {
+            self.legacy_auth_seen.store(true, Ordering::Relaxed);
+        }
         if status == StatusCode::TOO_MANY_REQUESTS {
             let retry_after =
                 parse_retry_after(response.headers().get(reqwest::header::RETRY_AFTER))

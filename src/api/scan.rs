@@ -15,6 +15,7 @@
 //! at the first short page; without `total` it cannot detect a skipped key.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use crate::api::error::ApiError;
 use crate::api::wire::ListData;
@@ -45,6 +46,35 @@ pub struct AccountListing {
     pub rescanned: bool,
 }
 
+/// Where a scan stands after a page, for a progress display (`scan`, `plan`, `keys list`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScanProgress {
+    /// 1, or 2 when the listing is read again.
+    pub pass: u32,
+    /// Pages read in this pass.
+    pub pages: u32,
+    /// Distinct keys seen in this pass.
+    pub keys: usize,
+    /// The server's key count (paginated listings only).
+    pub total: Option<i64>,
+    /// Pages this pass still needs, as far as `total` tells.
+    pub pages_left: Option<u64>,
+    /// The request budget's estimate of the wait for those pages.
+    pub time_left: Option<Duration>,
+}
+
+/// Told about every page a scan reads; the API layer knows nothing of how it is shown.
+pub trait ScanObserver: Send + Sync {
+    fn page_read(&self, progress: ScanProgress);
+}
+
+/// Shows nothing (the daemon's polls).
+struct Unobserved;
+
+impl ScanObserver for Unobserved {
+    fn page_read(&self, _progress: ScanProgress) {}
+}
+
 enum PassOutcome {
     Complete { keys: Vec<KeyState>, pages: u32 },
     Changed { detail: String, pages: u32 },
@@ -52,10 +82,18 @@ enum PassOutcome {
 
 /// Lists every key of the account behind `client`, as the module doc describes.
 pub async fn scan_account(client: &ApiClient) -> Result<AccountListing, ApiError> {
+    scan_account_observed(client, &Unobserved).await
+}
+
+/// `scan_account`, telling `observer` about every page.
+pub async fn scan_account_observed(
+    client: &ApiClient,
+    observer: &dyn ScanObserver,
+) -> Result<AccountListing, ApiError> {
     let quota_per_unit = client.quota_per_unit().await?;
     let mut requests = 1;
     for pass in 1..=2 {
-        match scan_pass(client).await? {
+        match scan_pass(client, pass, observer).await? {
             PassOutcome::Complete { mut keys, pages } => {
                 keys.sort_unstable_by_key(|key| key.id);
                 return Ok(AccountListing {
@@ -79,7 +117,11 @@ pub async fn scan_account(client: &ApiClient) -> Result<AccountListing, ApiError
     unreachable!("the loop returns on its second pass")
 }
 
-async fn scan_pass(client: &ApiClient) -> Result<PassOutcome, ApiError> {
+async fn scan_pass(
+    client: &ApiClient,
+    pass: u32,
+    observer: &dyn ScanObserver,
+) -> Result<PassOutcome, ApiError> {
     let own_user_id = client.user_id();
     let mut keys = Vec::new();
     let mut ids_seen = HashSet::new();
@@ -139,6 +181,22 @@ async fn scan_pass(client: &ApiClient) -> Result<PassOutcome, ApiError> {
                 items_on_page == 0 || items_on_page < largest_bare_page
             }
         };
+        let pages_left = match (last_page, total, page_size) {
+            (true, _, _) => Some(0),
+            (false, Some(total), Some(page_size)) => {
+                let unseen = (total - ids_seen.len() as i64).max(0) as u64;
+                Some(unseen.div_ceil(page_size as u64))
+            }
+            _ => None,
+        };
+        observer.page_read(ScanProgress {
+            pass,
+            pages,
+            keys: ids_seen.len(),
+            total,
+            pages_left,
+            time_left: pages_left.map(|pages| client.estimated_wait(pages)),
+        });
         if last_page {
             break;
         }

@@ -302,6 +302,60 @@ fn permissive_optional_f64<'de, D: Deserializer<'de>>(
     })
 }
 
+/// `data` of one list page as `check-config --online` reads it: which form the listing has and
+/// whether the server masks the keys (`abcd**********wxyz`, new-api ≥ 2026-03-08). Each `key`
+/// value is looked at for a `*` while it is decoded and not kept.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum ListingShape {
+    Page {
+        #[serde(deserialize_with = "required_i64")]
+        total: i64,
+        #[serde(deserialize_with = "null_as_default")]
+        items: Vec<KeyShape>,
+    },
+    Bare(Vec<KeyShape>),
+}
+
+#[derive(Debug, Deserialize)]
+pub struct KeyShape {
+    /// `Some(true)` when the key came masked, `None` when it was absent or not a string.
+    #[serde(default, rename = "key", deserialize_with = "key_is_masked")]
+    pub masked: Option<bool>,
+}
+
+fn key_is_masked<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<bool>, D::Error> {
+    struct MaskVisitor;
+    impl serde::de::Visitor<'_> for MaskVisitor {
+        type Value = Option<bool>;
+        fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            formatter.write_str("a key string")
+        }
+        fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<Option<bool>, E> {
+            Ok(Some(value.contains('*')))
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Option<bool>, E> {
+            Ok(None)
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Option<bool>, E> {
+            Ok(None)
+        }
+        fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Option<bool>, E> {
+            Ok(None)
+        }
+        fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Option<bool>, E> {
+            Ok(None)
+        }
+        fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Option<bool>, E> {
+            Ok(None)
+        }
+        fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Option<bool>, E> {
+            Ok(None)
+        }
+    }
+    deserializer.deserialize_any(MaskVisitor)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -267,8 +267,35 @@ impl Default for LogConfig {
 /// `[server]`, `[poll]` and `[log]` keys.
 pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
     match path {
-        Some(path) => validate::load_file(path),
+        Some(path) => validate::load_file(path, &[]),
         None => validate::load_environment(),
+    }
+}
+
+/// An account's token read from another file than its `token_file` says (`check-config
+/// --token-file`): to check a configuration whose token path exists only inside the service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenFileOverride {
+    /// The account; `None` when the configuration has exactly one.
+    pub account: Option<String>,
+    /// Absolute, or relative to the config file's directory like `token_file`.
+    pub path: PathBuf,
+}
+
+/// `load` with token files replaced; only a configuration file can be overridden so.
+pub fn load_with_token_files(
+    path: Option<&Path>,
+    token_files: &[TokenFileOverride],
+) -> Result<Config, ConfigError> {
+    match (path, token_files.is_empty()) {
+        (Some(path), _) => validate::load_file(path, token_files),
+        (None, true) => validate::load_environment(),
+        (None, false) => Err(ConfigError::new(
+            Some("--token-file".into()),
+            None,
+            "applies to a configuration file (--config FILE); in env-only mode the token is \
+             COMETAPI_ACCESS_TOKEN",
+        )),
     }
 }
 

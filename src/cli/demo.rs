@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use super::shared::{failure, init_tracing, runtime};
+use super::shared::{failure, init_tracing, runtime, write_stdout, StdoutError};
 use crate::app::Daemon;
 use crate::config::{
     AccountConfig, Config, ConfigSource, LogConfig, LogFormat, PollConfig, PollSchedule,
@@ -52,17 +52,19 @@ pub fn run(listen: SocketAddr, keys: usize) -> ExitCode {
             }
         };
         let address = crate::http::display_address(daemon.local_addr());
-        println!(
-            "cometapi-keymon demo: a simulated account with {keys} keys at {}",
-            simulator.base_url()
-        );
-        println!("  metrics:  {address}/metrics");
-        println!("  status:   {address}/");
-        println!("  polling every 15 s; the simulator spends quota every second. Ctrl-C stops.");
-        println!(
-            "  policy:   dry run (nothing is written); audit log in {}",
+        let banner = format!(
+            "cometapi-keymon demo: a simulated account with {keys} keys at {}\n  metrics:  \
+             {address}/metrics\n  status:   {address}/\n  polling every 15 s; the simulator \
+             spends quota every second. Ctrl-C stops.\n  policy:   dry run (nothing is \
+             written); audit log in {}\n",
+            simulator.base_url(),
             demo_state_dir().join("audit.jsonl").display()
         );
+        // The banner is only a courtesy: with stdout closed (`demo | head -1`) the daemon keeps
+        // serving, which is what `demo` is for; a write error other than a closed pipe is said.
+        if let Err(StdoutError::Failed(error)) = write_stdout(&banner) {
+            tracing::warn!(%error, "cannot write the demo banner to stdout");
+        }
         let result = daemon.run(shutdown).await;
         simulator.shutdown().await;
         let _ = std::fs::remove_dir_all(demo_state_dir());

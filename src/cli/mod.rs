@@ -7,9 +7,11 @@
 //! where, never a backtrace or a secret.
 
 mod check_config;
+mod completions;
 mod demo;
 pub mod keys;
 mod plan;
+mod progress;
 pub mod report;
 mod run;
 mod scan;
@@ -19,7 +21,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use shared::OutputFormat;
 
@@ -44,16 +46,32 @@ enum Command {
         /// TOML configuration file; without it, COMETAPI_ACCESS_TOKEN defines one account.
         #[arg(long, short = 'c', value_name = "FILE", env = "KEYMON_CONFIG")]
         config: Option<PathBuf>,
+        /// Where to serve /metrics (ADDRESS:PORT); overrides [server] listen and
+        /// KEYMON_SERVER__LISTEN.
+        #[arg(long, value_name = "ADDRESS:PORT")]
+        listen: Option<SocketAddr>,
     },
     /// Validate the configuration and print it with secrets redacted.
     CheckConfig {
+        /// TOML configuration file; without it, COMETAPI_ACCESS_TOKEN defines one account.
         #[arg(long, short = 'c', value_name = "FILE", env = "KEYMON_CONFIG")]
         config: Option<PathBuf>,
+        /// Also reach every account: connect, authenticate (one status and one list request)
+        /// and report what the server is; exit 1 when any account fails.
+        #[arg(long)]
+        online: bool,
+        /// Read this account's token from PATH instead of its token_file (e.g. before the
+        /// systemd service has created its credential); ACCOUNT= may be left out when there
+        /// is one account. Repeatable.
+        #[arg(long, value_name = "[ACCOUNT=]PATH")]
+        token_file: Vec<String>,
     },
     /// Poll every account once and print its keys.
     Scan {
+        /// TOML configuration file; without it, COMETAPI_ACCESS_TOKEN defines one account.
         #[arg(long, short = 'c', value_name = "FILE", env = "KEYMON_CONFIG")]
         config: Option<PathBuf>,
+        /// A table for people or JSON for scripts.
         #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Table)]
         output: OutputFormat,
     },
@@ -61,8 +79,10 @@ enum Command {
     Keys(keys::KeysArguments),
     /// One fresh poll, then what each policy rule would do now; never writes.
     Plan {
+        /// TOML configuration file (with a [policy] section).
         #[arg(long, short = 'c', value_name = "FILE", env = "KEYMON_CONFIG")]
         config: Option<PathBuf>,
+        /// A table for people or JSON for scripts.
         #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Table)]
         output: OutputFormat,
     },
@@ -75,6 +95,24 @@ enum Command {
         #[arg(long, default_value_t = 1_200)]
         keys: usize,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), or write one page per command into a directory.
+    Man {
+        /// Write cometapi-keymon.1 and cometapi-keymon-COMMAND.1 for every subcommand here
+        /// instead of printing the main page.
+        #[arg(long, value_name = "DIRECTORY")]
+        output_dir: Option<PathBuf>,
+    },
+}
+
+/// The clap definition of the whole command line, for completions and the manual page.
+fn command_definition() -> clap::Command {
+    Cli::command()
 }
 
 /// Runs the command line and returns the process exit code.
@@ -91,11 +129,64 @@ pub fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Run { config } => run::run(config),
-        Command::CheckConfig { config } => check_config::run(config),
+        Command::Run { config, listen } => run::run(config, listen),
+        Command::CheckConfig {
+            config,
+            online,
+            token_file,
+        } => check_config::run(config, online, &token_file),
         Command::Scan { config, output } => scan::run(config, output),
         Command::Keys(arguments) => keys::run(arguments),
         Command::Plan { config, output } => plan::run(config, output),
         Command::Demo { listen, keys } => demo::run(listen, keys),
+        Command::Completions { shell } => completions::completions(command_definition(), shell),
+        Command::Man { output_dir } => completions::manual(command_definition(), output_dir),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every argument and every subcommand of the tree, with the path that leads to it.
+    fn undocumented(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+        if command.get_about().is_none() && !path.is_empty() {
+            missing.push(format!("subcommand `{path}` has no description"));
+        }
+        for argument in command.get_arguments() {
+            let id = argument.get_id().as_str();
+            if matches!(id, "help" | "version") {
+                continue;
+            }
+            if argument.get_help().is_none() && argument.get_long_help().is_none() {
+                missing.push(format!("`{path} {id}` has no help text"));
+            }
+        }
+        for subcommand in command.get_subcommands() {
+            let name = subcommand.get_name();
+            if name == "help" {
+                continue;
+            }
+            let child = if path.is_empty() {
+                name.to_owned()
+            } else {
+                format!("{path} {name}")
+            };
+            undocumented(subcommand, &child, missing);
+        }
+    }
+
+    #[test]
+    fn every_argument_and_subcommand_has_help_text() {
+        let mut command = command_definition();
+        command.build();
+        let mut missing = Vec::new();
+        undocumented(&command, "", &mut missing);
+        assert!(missing.is_empty(), "{}", missing.join("\n"));
+    }
+
+    #[test]
+    fn the_definition_is_consistent() {
+        command_definition().debug_assert();
     }
 }

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::report::{render_table, table_name};
-use super::shared::{init_one_shot, load_config, runtime, scan_every_account, OutputFormat};
+use super::shared::{
+    init_one_shot, load_config, print_then, runtime, scan_every_account, OutputFormat,
+};
 use crate::clock::unix_now;
 use crate::policy::evaluate::{evaluate, Evaluation, EvaluationMode, Verdict};
 use crate::policy::state::{LoadedState, StateStore};
@@ -63,15 +65,16 @@ pub(crate) fn run(path: Option<PathBuf>, output: OutputFormat) -> ExitCode {
                 (snapshot, evaluation)
             })
             .collect();
-        match output {
-            OutputFormat::Table => print!("{}", plan_table(&policy, &planned, now)),
-            OutputFormat::Json => print!("{}", plan_json(&policy, &planned)),
-        }
-        if failed {
+        let text = match output {
+            OutputFormat::Table => plan_table(&policy, &planned, now),
+            OutputFormat::Json => plan_json(&policy, &planned),
+        };
+        let code = if failed {
             ExitCode::from(1)
         } else {
             ExitCode::SUCCESS
-        }
+        };
+        print_then(&text, code)
     })
 }
 

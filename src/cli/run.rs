@@ -1,7 +1,9 @@
 //! `cometapi-keymon run`: the daemon. Loads the configuration, installs the signal handlers and
 //! hands over to `app::Daemon`; a configuration mistake found only while building (a token that
-//! is not a valid header, an unusable state directory) still exits 2.
+//! is not a valid header, an unusable state directory) still exits 2. `--listen` overrides
+//! `[server] listen`; a listen address that is taken says how to choose another.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -9,11 +11,14 @@ use super::shared::{failure, init_tracing, load_config, runtime};
 use crate::app::{AppError, Daemon};
 use crate::shutdown;
 
-pub fn run(path: Option<PathBuf>) -> ExitCode {
-    let config = match load_config(path) {
+pub fn run(path: Option<PathBuf>, listen: Option<SocketAddr>) -> ExitCode {
+    let mut config = match load_config(path) {
         Ok(config) => config,
         Err(code) => return code,
     };
+    if let Some(listen) = listen {
+        config.server.listen = listen;
+    }
     init_tracing(&config.log);
     for warning in &config.warnings {
         tracing::warn!("{warning}");
@@ -25,6 +30,12 @@ pub fn run(path: Option<PathBuf>) -> ExitCode {
         };
         let daemon = match Daemon::bind(config).await {
             Ok(daemon) => daemon,
+            Err(error @ AppError::Listen { .. }) => {
+                return failure(format!(
+                    "{error}; choose another address with --listen ADDRESS:PORT, [server] listen \
+                     in the configuration file, or KEYMON_SERVER__LISTEN"
+                ))
+            }
             Err(error) => return failure(error.to_string()),
         };
         match daemon.run(shutdown).await {

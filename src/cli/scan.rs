@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use super::report;
-use super::shared::{init_one_shot, load_config, runtime, scan_every_account, OutputFormat};
+use super::shared::{
+    init_one_shot, load_config, print_then, runtime, scan_every_account, OutputFormat,
+};
 use crate::clock::unix_now;
 
 pub fn run(path: Option<PathBuf>, output: OutputFormat) -> ExitCode {
@@ -20,16 +22,17 @@ pub fn run(path: Option<PathBuf>, output: OutputFormat) -> ExitCode {
             Ok(scanned) => scanned,
             Err(code) => return code,
         };
-        match output {
+        let text = match output {
             // A table of nothing is noise; scripts reading JSON still get a (possibly empty) array.
-            OutputFormat::Table if snapshots.is_empty() => {}
-            OutputFormat::Table => print!("{}", report::table(&snapshots, now)),
-            OutputFormat::Json => print!("{}", report::json(&snapshots, now)),
-        }
-        if failed {
+            OutputFormat::Table if snapshots.is_empty() => String::new(),
+            OutputFormat::Table => report::table(&snapshots, now),
+            OutputFormat::Json => report::json(&snapshots, now),
+        };
+        let code = if failed {
             ExitCode::from(1)
         } else {
             ExitCode::SUCCESS
-        }
+        };
+        print_then(&text, code)
     })
 }

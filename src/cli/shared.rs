@@ -1,7 +1,8 @@
 //! What the one-shot commands (`scan`, `plan`, `keys`, `check-config`) and the daemon commands
 //! (`run`, `demo`) share: loading the configuration (exit 2 on a mistake), the tokio runtime,
-//! logging, the output format flag, one complete scan of every account, and the one-line failure
-//! message. Subcommands import from here; nothing imports from `cli/mod.rs`.
+//! logging, the output format flag, one complete scan of every account, the one-line failure
+//! message, and `write_stdout`, the only way a command prints to stdout (a closed pipe ends the
+//! command quietly). Subcommands import from here; nothing imports from `cli/mod.rs`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,7 +11,8 @@ use std::sync::Arc;
 use clap::ValueEnum;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{scan_account, ApiClient, IgnoreRequests};
+use super::progress::ScanProgressDisplay;
+use crate::api::{scan_account_observed, ApiClient, IgnoreRequests};
 use crate::config::{self, Config, LogConfig, LogFormat};
 use crate::snapshot::Snapshot;
 
@@ -47,14 +49,15 @@ pub fn init_one_shot(config: &Config) {
     }
 }
 
-/// One complete poll of every account, concurrently: the snapshots of those that completed (in
-/// config order) and whether any failed (each failure printed on stderr). Exit 2 when a client
-/// cannot be built (a token that is not a valid header value).
+/// One complete poll of every account, concurrently, with progress on stderr: the snapshots of
+/// those that completed (in config order) and whether any failed (each failure printed on
+/// stderr). Exit 2 when a client cannot be built (a token that is not a valid header value).
 pub async fn scan_every_account(
     config: &Config,
     now: i64,
 ) -> Result<(Vec<Arc<Snapshot>>, bool), ExitCode> {
     let cancel = CancellationToken::new();
+    let display = Arc::new(ScanProgressDisplay::on_stderr());
     let mut scans = tokio::task::JoinSet::new();
     for (index, account) in config.accounts.iter().enumerate() {
         let settings = config::client_settings(account, &config.poll);
@@ -65,7 +68,11 @@ pub async fn scan_every_account(
                 return Err(ExitCode::from(2));
             }
         };
-        scans.spawn(async move { (index, scan_account(&client).await) });
+        let display = Arc::clone(&display);
+        scans.spawn(async move {
+            let progress = display.account(client.account());
+            (index, scan_account_observed(&client, &progress).await)
+        });
     }
     let mut results = Vec::new();
     while let Some(joined) = scans.join_next().await {
@@ -90,6 +97,56 @@ pub async fn scan_every_account(
         }
     }
     Ok((snapshots, failed))
+}
+
+/// The exit status of a command whose reader closed stdout (`scan | head`): 128 + SIGPIPE, what
+/// a shell reports for any program killed by a closed pipe, so `set -o pipefail` scripts see
+/// that the output was cut short.
+pub const EXIT_STDOUT_CLOSED: u8 = 141;
+
+/// Why `write_stdout` could not write.
+#[derive(Debug)]
+pub enum StdoutError {
+    /// The reader went away (`EPIPE`): nobody wants the rest, so the command ends quietly.
+    Closed,
+    /// Anything else (a full disk behind `> file`): said on stderr, exit 1.
+    Failed(std::io::Error),
+}
+
+impl StdoutError {
+    /// The exit code for this failure, after saying what went wrong (nothing for a closed pipe).
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            StdoutError::Closed => ExitCode::from(EXIT_STDOUT_CLOSED),
+            StdoutError::Failed(error) => failure(format!("cannot write to stdout: {error}")),
+        }
+    }
+}
+
+/// Writes `text` to stdout and flushes it. Unlike `print!`, which panics with "failed printing
+/// to stdout" (exit 101) when the reader has closed the pipe, this reports it as
+/// `StdoutError::Closed`.
+pub fn write_stdout(text: &str) -> Result<(), StdoutError> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        .map_err(|error| {
+            if error.kind() == std::io::ErrorKind::BrokenPipe {
+                StdoutError::Closed
+            } else {
+                StdoutError::Failed(error)
+            }
+        })
+}
+
+/// `write_stdout`, then `code`; or the exit code of the failed write.
+pub fn print_then(text: &str, code: ExitCode) -> ExitCode {
+    match write_stdout(text) {
+        Ok(()) => code,
+        Err(error) => error.exit_code(),
+    }
 }
 
 pub fn failure(message: String) -> ExitCode {

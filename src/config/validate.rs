@@ -20,9 +20,10 @@ use crate::config::render::format_duration;
 use crate::config::token::{self, TokenFileName};
 use crate::config::{
     AccountConfig, Config, ConfigError, ConfigSource, LogConfig, PollConfig, PollSchedule,
-    ServerConfig, TokenSource, DEFAULT_ACCOUNT_NAME, DEFAULT_BASE_URL, DEFAULT_POLL_INTERVAL,
-    ENV_ACCESS_TOKEN, ENV_BASE_URL, ENV_CONFIG_PATH, ENV_NESTING_SEPARATOR, ENV_PREFIX,
-    ENV_USER_ID, MAX_ACCOUNT_NAME_CHARS, MAX_MAX_RETRIES, MIN_MAX_BODY_BYTES, MIN_POLL_INTERVAL,
+    ServerConfig, TokenFileOverride, TokenSource, DEFAULT_ACCOUNT_NAME, DEFAULT_BASE_URL,
+    DEFAULT_POLL_INTERVAL, ENV_ACCESS_TOKEN, ENV_BASE_URL, ENV_CONFIG_PATH, ENV_NESTING_SEPARATOR,
+    ENV_PREFIX, ENV_USER_ID, MAX_ACCOUNT_NAME_CHARS, MAX_MAX_RETRIES, MIN_MAX_BODY_BYTES,
+    MIN_POLL_INTERVAL,
 };
 use crate::cron::parse_cron;
 
@@ -33,15 +34,19 @@ const CRON_FORMAT_HELP: &str =
 /// Level names accepted as a whole `log.level`; anything else must be `EnvFilter` directives.
 const LOG_LEVEL_NAMES: &[&str] = &["trace", "debug", "info", "warn", "error", "off"];
 
-pub(crate) fn load_file(path: &Path) -> Result<Config, ConfigError> {
+pub(crate) fn load_file(
+    path: &Path,
+    token_files: &[TokenFileOverride],
+) -> Result<Config, ConfigError> {
     check_toml_file(path)?;
     let source = ConfigSource::File(path.to_path_buf());
     let figment = Figment::new()
         .merge(Toml::file_exact(path))
         .merge(keymon_env());
-    let raw: RawConfig = figment
+    let mut raw: RawConfig = figment
         .extract()
         .map_err(|error| ConfigError::from_figment(error, &source))?;
+    override_token_files(&mut raw, token_files, &source)?;
     let origins = Origins::new(&figment, &source);
 
     let mut warnings = Vec::new();
@@ -82,6 +87,58 @@ pub(crate) fn load_file(path: &Path) -> Result<Config, ConfigError> {
         source,
         warnings,
     })
+}
+
+/// `check-config --token-file [ACCOUNT=]PATH`: the account reads its token from PATH instead
+/// of its `token_file` or `token_env` (a systemd credential exists only inside the service).
+fn override_token_files(
+    raw: &mut RawConfig,
+    token_files: &[TokenFileOverride],
+    source: &ConfigSource,
+) -> Result<(), ConfigError> {
+    let origin = Some(match source {
+        ConfigSource::File(path) => format!("--token-file (for {})", path.display()),
+        ConfigSource::Environment => "--token-file".to_owned(),
+    });
+    for wanted in token_files {
+        let names: Vec<&str> = raw
+            .accounts
+            .iter()
+            .filter_map(|account| account.name.as_deref())
+            .collect();
+        let index = match &wanted.account {
+            Some(name) => raw
+                .accounts
+                .iter()
+                .position(|account| account.name.as_deref() == Some(name.as_str()))
+                .ok_or_else(|| {
+                    ConfigError::new(
+                        origin.clone(),
+                        None,
+                        format!(
+                            "no account {name:?} in the configuration; the accounts are: {}",
+                            names.join(", ")
+                        ),
+                    )
+                })?,
+            None if raw.accounts.len() == 1 => 0,
+            None => {
+                return Err(ConfigError::new(
+                    origin.clone(),
+                    None,
+                    format!(
+                        "the configuration has {} accounts ({}): say which with                          --token-file ACCOUNT=PATH",
+                        raw.accounts.len(),
+                        names.join(", ")
+                    ),
+                ))
+            }
+        };
+        let account = &mut raw.accounts[index];
+        account.token_file = Some(wanted.path.display().to_string());
+        account.token_env = None;
+    }
+    Ok(())
 }
 
 pub(crate) fn load_environment() -> Result<Config, ConfigError> {

@@ -27,11 +27,12 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{
-    editable_changes, scan_account, ApiClient, ApiError, ClientBuildError, FieldChange,
+    editable_changes, scan_account_observed, ApiClient, ApiError, ClientBuildError, FieldChange,
     IgnoreRequests, KeyEdit, KeyRecord,
 };
+use crate::cli::progress::ScanProgressDisplay;
 use crate::cli::report;
-use crate::cli::shared::{init_one_shot, load_config, runtime, OutputFormat};
+use crate::cli::shared::{init_one_shot, load_config, print_then, runtime, OutputFormat};
 use crate::clock::unix_now;
 use crate::config::{AccountConfig, Config, ConfigSource};
 use crate::snapshot::{KeyState, KeyStatus};
@@ -108,10 +109,7 @@ pub fn run(arguments: KeysArguments) -> ExitCode {
         runtime().block_on(request.execute(&context, arguments.output, now))
     });
     match result {
-        Ok(text) => {
-            print!("{text}");
-            ExitCode::SUCCESS
-        }
+        Ok(text) => print_then(&text, ExitCode::SUCCESS),
         Err(error) => {
             eprintln!("cometapi-keymon: {error}");
             ExitCode::from(error.exit_code())
@@ -365,9 +363,12 @@ fn describe_changes(changes: &[FieldChange], before: &str, after: &str) -> Strin
 }
 
 async fn list(context: &Context, output: OutputFormat, now: i64) -> Result<String, KeysError> {
-    let listing = scan_account(&context.reader)
+    let display = ScanProgressDisplay::on_stderr();
+    let progress = display.account(&context.account);
+    let listing = scan_account_observed(&context.reader, &progress)
         .await
         .map_err(context.api_error(None))?;
+    drop(progress);
     Ok(match output {
         OutputFormat::Table => {
             list_table(&context.account, &listing.keys, listing.quota_per_unit, now)

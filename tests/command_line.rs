@@ -524,3 +524,90 @@ async fn the_shipped_systemd_config_is_checkable_before_the_service_exists() {
         unknown.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_for_people_aligns_wide_names_and_says_units_and_utc() {
+    use unicode_width::UnicodeWidthStr;
+    let simulator = start_simulator(12).await;
+    let directory = tempfile::tempdir().unwrap();
+    let config = write_config(
+        directory.path(),
+        &simulator,
+        6_000,
+        "[policy]\nstate_dir = \"state\"\n\n[[policy.rules]]\nname = \"top\"\naction = \
+         \"top_up\"\nname_matches = \"^never-used$\"\nwhen.expired = false\ntop_up.to = 9000000\n",
+    );
+    let config = config.to_str().unwrap();
+    let created = run(&[
+        "keys",
+        "create",
+        "--config",
+        config,
+        "--name",
+        "团队密钥🔑",
+        "--remaining-quota",
+        "750000",
+    ]);
+    assert_eq!(created.code, 0, "{}", created.stderr);
+    let listed = run(&["keys", "list", "--config", config]);
+    assert_eq!(listed.code, 0, "{}", listed.stderr);
+    // Every row has a cell starting at the terminal column where the header's STATUS starts.
+    let lines: Vec<&str> = listed.stdout.lines().collect();
+    let status_column = lines[0][..lines[0].find("STATUS").unwrap()].width();
+    for line in &lines[1..lines.len() - 1] {
+        let mut columns = 0;
+        let mut previous = ' ';
+        let mut at_column = None;
+        for character in line.chars() {
+            if columns == status_column {
+                at_column = Some((previous, character));
+                break;
+            }
+            columns += unicode_width::UnicodeWidthChar::width(character).unwrap_or(0);
+            previous = character;
+        }
+        assert!(
+            matches!(at_column, Some((' ', next)) if next != ' '),
+            "a cell starts at column {status_column} of every row:\n{}",
+            listed.stdout
+        );
+    }
+    assert!(listed.stdout.contains("团队密钥🔑"));
+    assert!(listed.stdout.contains(" UTC (in "), "{}", listed.stdout);
+
+    let got = run(&["keys", "get", "1003", "--config", config]);
+    assert_eq!(got.code, 0, "{}", got.stderr);
+    let remaining = got
+        .stdout
+        .lines()
+        .find(|line| line.starts_with("remaining quota"))
+        .unwrap();
+    let record = simulator.token(1003).unwrap();
+    let expected_usd = format!("(${:.2})", record.remain_quota as f64 / 500_000.0);
+    assert!(
+        remaining.contains(&expected_usd)
+            && remaining.contains(&format!("= {} quota units", record.remain_quota)),
+        "{remaining}"
+    );
+    assert!(got.stdout.contains("used quota"), "{}", got.stdout);
+    for line in got.stdout.lines().filter(|line| line.contains(":00")) {
+        assert!(line.contains("UTC"), "a time without its zone: {line}");
+    }
+
+    let plan = run(&["plan", "--config", config, "-o", "json"]);
+    assert_eq!(plan.code, 0, "{}", plan.stderr);
+    let plan: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
+    let change = &plan["accounts"][0]["decisions"][0]["changes"][0];
+    assert_eq!(change["field"], "remain_quota");
+    assert_eq!(
+        change["before"], record.remain_quota,
+        "a number, not a string"
+    );
+    assert_eq!(change["after"], 9_000_000);
+    let table = run(&["plan", "--config", config]);
+    assert!(
+        table.stdout.contains(", 1 action (limit"),
+        "plural agreement: {}",
+        table.stdout
+    );
+}

@@ -228,7 +228,11 @@ async fn scan_pass(
         }
     }
     if duplicates > 0 {
-        let detail = format!("{duplicates} keys appeared on two pages");
+        let detail = if duplicates == 1 {
+            "1 key appeared on two pages".to_owned()
+        } else {
+            format!("{duplicates} keys appeared on two pages")
+        };
         return Ok(PassOutcome::Changed { detail, pages });
     }
     if !zero_based {

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use super::report::plural;
 use super::shared::{print_then, runtime};
 use crate::api::budget::time_from_full_budget;
 use crate::api::scan::PAGE_SIZE;
@@ -214,7 +215,7 @@ impl AccountCheck {
         line("user_id:", user_id_text(self.legacy_auth, account.user_id));
         let form = if listing.paginated {
             match listing.total {
-                Some(total) => format!("paginated, {total} {}", plural(total, "key", "keys")),
+                Some(total) => format!("paginated, {}", plural(total, "key", "keys")),
                 None => "paginated".into(),
             }
         } else {
@@ -280,14 +281,6 @@ fn user_id_text(legacy_auth: bool, user_id: Option<i64>) -> String {
     }
 }
 
-fn plural<'w>(count: i64, one: &'w str, many: &'w str) -> &'w str {
-    if count == 1 {
-        one
-    } else {
-        many
-    }
-}
-
 /// `13 requests a poll (1,200 keys): within the budget's burst of 30 a minute, no wait`.
 fn poll_time_text(total: Option<i64>, requests_per_minute: u32) -> String {
     let Some(total) = total else {
@@ -295,10 +288,7 @@ fn poll_time_text(total: Option<i64>, requests_per_minute: u32) -> String {
     };
     let requests = (total.max(0) as u64).div_ceil(PAGE_SIZE as u64) + 1;
     let time = time_from_full_budget(requests_per_minute, requests);
-    let cost = format!(
-        "{requests} {} a poll",
-        plural(requests as i64, "request", "requests")
-    );
+    let cost = format!("{} a poll", plural(requests, "request", "requests"));
     if time.is_zero() {
         format!("{cost}: within the budget's burst at {requests_per_minute} requests/min, no wait")
     } else {

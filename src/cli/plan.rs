@@ -10,15 +10,16 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::report::{render_table, table_name};
+use super::report::{plural, render_table, table_name};
 use super::shared::{
     init_one_shot, load_config, print_then, runtime, scan_every_account, OutputFormat,
 };
+use crate::api::{editable_changes, KeyRecord};
 use crate::clock::unix_now;
 use crate::policy::evaluate::{evaluate, Evaluation, EvaluationMode, Verdict};
 use crate::policy::state::{LoadedState, StateStore};
 use crate::policy::PolicyConfig;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{KeyStatus, Snapshot};
 
 pub(crate) fn run(path: Option<PathBuf>, output: OutputFormat) -> ExitCode {
     let config = match load_config(path) {
@@ -155,9 +156,10 @@ pub fn plan_table(
         let line = match &evaluation.hold {
             Some(hold) => format!("{}: nothing would be done: {hold}", snapshot.account),
             None => format!(
-                "{}: {} keys, {acting} actions (limit {} per poll)",
+                "{}: {}, {} (limit {} per poll)",
                 snapshot.account,
-                snapshot.keys.len(),
+                plural(snapshot.keys.len() as u64, "key", "keys"),
+                plural(acting as u64, "action", "actions"),
                 policy.max_actions_per_poll
             ),
         };
@@ -177,13 +179,29 @@ pub fn plan_json(policy: &PolicyConfig, planned: &[(Arc<Snapshot>, Evaluation)])
                 .iter()
                 .map(|decision| {
                     let rule = &policy.rules[decision.rule_index];
-                    let changes: Vec<serde_json::Value> = rule
-                        .planned_change(&decision.key)
-                        .into_iter()
-                        .map(|(field, before, after)| {
-                            json!({"field": field, "before": before, "after": after})
-                        })
-                        .collect();
+                    // Numbers stay numbers; a status is its name, with the code beside it.
+                    let before = KeyRecord::from_state(&decision.key);
+                    let changes: Vec<serde_json::Value> =
+                        editable_changes(&before, &rule.expected_after(&before))
+                            .into_iter()
+                            .map(|change| {
+                                let mut value = json!({
+                                    "field": change.field,
+                                    "before": change.before,
+                                    "after": change.after,
+                                });
+                                if change.field == "status" {
+                                    let label = |code: &serde_json::Value| {
+                                        KeyStatus::from_code(code.as_i64().unwrap_or(0)).label()
+                                    };
+                                    value["before"] = label(&change.before).into();
+                                    value["after"] = label(&change.after).into();
+                                    value["before_code"] = change.before;
+                                    value["after_code"] = change.after;
+                                }
+                                value
+                            })
+                            .collect();
                     json!({
                         "key_id": decision.key.id,
                         "key_name": decision.key.name,

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use super::report::plural;
 use crate::api::{ScanObserver, ScanProgress};
 
 /// A scan the budget holds back for less than this needs no notice off a terminal.
@@ -90,8 +91,15 @@ pub fn progress_line(progress: &ScanProgress) -> String {
         None => format!("page {}", progress.pages),
     };
     match progress.total {
-        Some(total) => line.push_str(&format!(", {} of {total} keys", progress.keys)),
-        None => line.push_str(&format!(", {} keys", progress.keys)),
+        Some(total) => line.push_str(&format!(
+            ", {} of {}",
+            progress.keys,
+            plural(total, "key", "keys")
+        )),
+        None => line.push_str(&format!(
+            ", {}",
+            plural(progress.keys as u64, "key", "keys")
+        )),
     }
     if let Some(left) = progress.time_left {
         line.push_str(&format!(", about {} left", short_duration(left)));
@@ -109,9 +117,9 @@ pub fn start_notice(progress: &ScanProgress) -> String {
         .map(|left| u64::from(progress.pages) + left);
     let size = match (progress.total, pages) {
         (Some(total), Some(pages)) => format!(
-            "listing {total} {} in {pages} {}",
-            if total == 1 { "key" } else { "keys" },
-            if pages == 1 { "page" } else { "pages" }
+            "listing {} in {}",
+            plural(total, "key", "keys"),
+            plural(pages, "page", "pages")
         ),
         _ => "listing the keys".to_owned(),
     };

@@ -3,17 +3,26 @@
 //!
 //! Key names are the server's free text (quotes, newlines, any Unicode): the table shows
 //! control characters escaped and cuts long names, so one odd name cannot break the layout.
-//! Quota is shown in human units and in US dollars (`quota / quota_per_unit`).
+//! Columns are aligned by display width (a CJK character or an emoji takes two terminal
+//! columns), not by bytes or characters. Quota is shown in human units and in US dollars
+//! (`quota / quota_per_unit`); every time says UTC; counts agree with their nouns.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
 
 use serde_json::json;
+use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
 use crate::snapshot::{KeyState, Snapshot};
 
-/// Names longer than this many characters are cut in the table (JSON keeps them whole).
-const TABLE_NAME_CHARACTERS: usize = 32;
+/// Names wider than this many terminal columns are cut in the table (JSON keeps them whole).
+const TABLE_NAME_COLUMNS: usize = 32;
+
+/// `1 key`, `2 keys`: the noun agreeing with the count.
+pub fn plural<'w>(count: impl Into<i128>, one: &'w str, many: &'w str) -> String {
+    let count = count.into();
+    format!("{count} {}", if count == 1 { one } else { many })
+}
 
 pub fn table(snapshots: &[Arc<Snapshot>], now: i64) -> String {
     let header = [
@@ -47,9 +56,9 @@ pub fn table(snapshots: &[Arc<Snapshot>], now: i64) -> String {
     for snapshot in snapshots {
         let _ = writeln!(
             out,
-            "{}: {} keys, {} usable (1 USD = {} quota units)",
+            "{}: {}, {} usable (1 USD = {} quota units)",
             snapshot.account,
-            snapshot.keys.len(),
+            plural(snapshot.keys.len() as u64, "key", "keys"),
             snapshot.usable_count(),
             snapshot.quota_per_unit
         );
@@ -64,14 +73,14 @@ pub fn render_table(rows: &[Vec<String>], right_aligned: &[usize]) -> String {
     let mut widths = vec![0usize; columns];
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
+            *width = (*width).max(cell.width());
         }
     }
     let mut out = String::new();
     for row in rows {
         let mut line = String::new();
         for (column, (cell, width)) in row.iter().zip(&widths).enumerate() {
-            let padding = width - cell.chars().count();
+            let padding = width - cell.width();
             if right_aligned.contains(&column) {
                 line.push_str(&" ".repeat(padding));
                 line.push_str(cell);
@@ -119,7 +128,7 @@ pub fn json(snapshots: &[Arc<Snapshot>], now: i64) -> String {
     text
 }
 
-/// A name for a table cell: control characters escaped, cut after 32 characters.
+/// A name for a table cell: control characters escaped, cut to 32 terminal columns.
 pub fn table_name(name: &str) -> String {
     let escaped: String = name
         .chars()
@@ -131,8 +140,18 @@ pub fn table_name(name: &str) -> String {
             }
         })
         .collect();
-    if escaped.chars().count() > TABLE_NAME_CHARACTERS {
-        let mut cut: String = escaped.chars().take(TABLE_NAME_CHARACTERS - 1).collect();
+    if escaped.width() > TABLE_NAME_COLUMNS {
+        // Room for the ellipsis (one column); a wide character that would not fit is left out.
+        let mut cut = String::new();
+        let mut columns = 0;
+        for character in escaped.chars() {
+            let width = character.width().unwrap_or(0);
+            if columns + width > TABLE_NAME_COLUMNS - 1 {
+                break;
+            }
+            columns += width;
+            cut.push(character);
+        }
         cut.push('…');
         cut
     } else if escaped.is_empty() {
@@ -168,14 +187,14 @@ fn human_number(value: i64) -> String {
     value.to_string()
 }
 
-/// `never`, `2026-12-01 (in 7d)` or `2026-11-01 (expired 3d ago)`.
+/// `never`, `2026-12-01 00:00 UTC (in 7d)` or `2026-11-01 00:00 UTC (expired 3d ago)`.
 pub fn expiry_text(expired_time: i64, now: i64) -> String {
     if expired_time == -1 {
         return "never".into();
     }
     let date = chrono::DateTime::from_timestamp(expired_time, 0).map_or_else(
         || expired_time.to_string(),
-        |time| time.format("%Y-%m-%d %H:%M").to_string(),
+        |time| time.format("%Y-%m-%d %H:%M UTC").to_string(),
     );
     if expired_time < now {
         format!(
@@ -216,8 +235,14 @@ mod tests {
         assert_eq!(quota_text(-2_400, 500_000.0), "-2.40K (-$0.00)");
         assert_eq!(quota_text(999, 500_000.0), "999 ($0.00)");
         assert_eq!(expiry_text(-1, 0), "never");
-        assert_eq!(expiry_text(86_400 * 8, 86_400), "1970-01-09 00:00 (in 7d)");
-        assert_eq!(expiry_text(0, 7_200), "1970-01-01 00:00 (expired 2h ago)");
+        assert_eq!(
+            expiry_text(86_400 * 8, 86_400),
+            "1970-01-09 00:00 UTC (in 7d)"
+        );
+        assert_eq!(
+            expiry_text(0, 7_200),
+            "1970-01-01 00:00 UTC (expired 2h ago)"
+        );
     }
 
     #[test]
@@ -238,6 +263,48 @@ mod tests {
         assert!(text.contains(&format!("{}…", "x".repeat(31))));
         assert!(text.contains("(no name)"));
         assert!(text.contains("main: 3 keys, 3 usable"));
+    }
+
+    #[test]
+    fn wide_names_align_by_display_width() {
+        let snapshot = Snapshot::new(
+            "main",
+            vec![key(1, "团队密钥"), key(2, "🔑 prod"), key(3, "plain")],
+            500_000.0,
+            10,
+        );
+        let text = table(&[Arc::new(snapshot)], 10);
+        let lines: Vec<&str> = text.lines().take(4).collect();
+        // The column after NAME starts at the same terminal column on every row.
+        let status_columns: Vec<usize> = lines
+            .iter()
+            .map(|line| {
+                let at = line.find(if line.starts_with("ACCOUNT") {
+                    "STATUS"
+                } else {
+                    "enabled"
+                });
+                line[..at.unwrap()].width()
+            })
+            .collect();
+        assert!(
+            status_columns.windows(2).all(|pair| pair[0] == pair[1]),
+            "{status_columns:?}\n{text}"
+        );
+        // A cut name fills at most 32 columns, the ellipsis included.
+        let cut = table_name(&"漢".repeat(40));
+        assert!((31..=32).contains(&cut.width()), "{cut}");
+        assert_eq!(table_name(&"x".repeat(40)).width(), 32);
+        assert!(cut.ends_with('…'));
+    }
+
+    #[test]
+    fn counts_agree_with_their_nouns() {
+        assert_eq!(plural(1u64, "key", "keys"), "1 key");
+        assert_eq!(plural(0u64, "key", "keys"), "0 keys");
+        let snapshot = Snapshot::new("main", vec![key(1, "only")], 500_000.0, 10);
+        let text = table(&[Arc::new(snapshot)], 10);
+        assert!(text.contains("main: 1 key, 1 usable"), "{text}");
     }
 
     #[test]

@@ -91,10 +91,15 @@ fn readiness_response(exporter: &Exporter) -> Response<ResponseBody> {
         .filter(|view| view.last_success_at.is_none())
         .map(|view| view.name)
         .collect();
+    let accounts = if waiting.len() == 1 {
+        "account"
+    } else {
+        "accounts"
+    };
     text_response(
         StatusCode::SERVICE_UNAVAILABLE,
         format!(
-            "not ready: no complete poll yet for account(s) {}\n",
+            "not ready: no complete poll yet for {accounts} {}\n",
             waiting.join(", ")
         ),
     )

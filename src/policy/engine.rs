@@ -28,7 +28,7 @@ use crate::clock::unix_now;
 use crate::policy::evaluate::{evaluate, Decision, EvaluationMode, Hold, Verdict};
 use crate::policy::history::PolicyHistory;
 use crate::policy::metrics::PolicyMetrics;
-use crate::policy::rules::{ActionKind, PolicyConfig, Rule};
+use crate::policy::rules::{shown_value, ActionKind, PolicyConfig, Rule};
 use crate::policy::state::{AuditChange, AuditEntry, StateError, StateStore};
 use crate::snapshot::{KeyState, Snapshot};
 
@@ -620,7 +620,14 @@ fn changes_of(before: &KeyRecord, after: &KeyRecord) -> Vec<AuditChange> {
 fn describe_changes(changes: &[AuditChange]) -> String {
     changes
         .iter()
-        .map(|change| format!("{}: {} → {}", change.field, change.before, change.after))
+        .map(|change| {
+            format!(
+                "{}: {} → {}",
+                change.field,
+                shown_value(&change.field, &change.before),
+                shown_value(&change.field, &change.after)
+            )
+        })
         .collect::<Vec<_>>()
         .join("; ")
 }
@@ -722,6 +729,20 @@ mod tests {
             used_quota: used,
             ..KeyRecord::default()
         }
+    }
+
+    #[test]
+    fn logged_changes_name_statuses() {
+        let before = record(STATUS_EXHAUSTED, 0, 10);
+        let after = KeyRecord {
+            status: STATUS_ENABLED,
+            remain_quota: 500,
+            ..before.clone()
+        };
+        assert_eq!(
+            describe_changes(&changes_of(&before, &after)),
+            "status: exhausted → enabled; remain_quota: 0 → 500"
+        );
     }
 
     #[test]

@@ -74,7 +74,8 @@ impl std::fmt::Display for Hold {
                 rules,
             } => write!(
                 formatter,
-                "{planned} actions planned, more than max_actions_per_poll = {limit} (rules: {})",
+                "{planned} {} planned, more than max_actions_per_poll = {limit} (rules: {})",
+                if *planned == 1 { "action" } else { "actions" },
                 rules.join(", ")
             ),
         }

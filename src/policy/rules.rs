@@ -269,10 +269,7 @@ impl Rule {
     /// snapshot shows it: `status` by name, `remain_quota` in quota units.
     pub fn planned_change(&self, key: &KeyState) -> Vec<(&'static str, String, String)> {
         let before = KeyRecord::from_state(key);
-        let shown = |field: &str, value: &serde_json::Value| match (field, value.as_i64()) {
-            ("status", Some(code)) => KeyStatus::from_code(code).label().to_owned(),
-            _ => value.to_string(),
-        };
+        let shown = shown_value;
         editable_changes(&before, &self.expected_after(&before))
             .into_iter()
             .map(|change| {
@@ -341,9 +338,25 @@ fn seconds(duration: Duration) -> i64 {
     i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)
 }
 
+/// A field's value as people read it in tables and logs: a status by its name (`exhausted`),
+/// everything else as JSON (numbers plain, strings quoted).
+pub fn shown_value(field: &str, value: &serde_json::Value) -> String {
+    match (field, value.as_i64()) {
+        ("status", Some(code)) => KeyStatus::from_code(code).label().to_owned(),
+        _ => value.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn statuses_are_shown_by_name() {
+        assert_eq!(shown_value("status", &serde_json::json!(4)), "exhausted");
+        assert_eq!(shown_value("status", &serde_json::json!(1)), "enabled");
+        assert_eq!(shown_value("remain_quota", &serde_json::json!(4)), "4");
+    }
 
     const NOW: i64 = 1_800_000_000;
     const DAY: i64 = 86_400;

@@ -264,7 +264,14 @@ impl Request {
             Request::Get(id) => {
                 let record = context.fresh(id).await?;
                 Ok(match output {
-                    OutputFormat::Table => record_table(&record, now),
+                    OutputFormat::Table => {
+                        let quota_per_unit = context
+                            .reader
+                            .quota_per_unit()
+                            .await
+                            .map_err(context.api_error(None))?;
+                        record_table(&record, quota_per_unit, now)
+                    }
                     OutputFormat::Json => json_text(&record_json(&context.account, &record, now)),
                 })
             }

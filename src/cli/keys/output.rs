@@ -126,14 +126,15 @@ pub(super) fn list_table(
     let usable = keys.iter().filter(|key| key.is_usable_at(now)).count();
     let _ = writeln!(
         out,
-        "{account}: {} keys, {usable} usable (1 USD = {quota_per_unit} quota units)",
-        keys.len()
+        "{account}: {}, {usable} usable (1 USD = {quota_per_unit} quota units)",
+        report::plural(keys.len() as u64, "key", "keys")
     );
     out
 }
 
-/// `get`: one field per line, names escaped but not cut.
-pub(super) fn record_table(record: &KeyRecord, now: i64) -> String {
+/// `get`: one field per line, names escaped but not cut; quota in human units and USD, as
+/// `list` shows it, with the exact number beside it.
+pub(super) fn record_table(record: &KeyRecord, quota_per_unit: f64, now: i64) -> String {
     let state = KeyState::from(record.clone());
     let date = |seconds: i64| {
         chrono::DateTime::from_timestamp(seconds, 0).map_or_else(
@@ -157,10 +158,16 @@ pub(super) fn record_table(record: &KeyRecord, now: i64) -> String {
             list_or(&record.model_limits, ", ", "")
         ),
     };
+    let exact = |quota: i64| {
+        format!(
+            "{} = {quota} quota units",
+            report::quota_text(quota, quota_per_unit)
+        )
+    };
     let remaining = if record.unlimited_quota {
         format!("unlimited (remain_quota {})", record.remain_quota)
     } else {
-        record.remain_quota.to_string()
+        exact(record.remain_quota)
     };
     let rows = [
         ("id", record.id.to_string()),
@@ -174,7 +181,7 @@ pub(super) fn record_table(record: &KeyRecord, now: i64) -> String {
             if state.is_usable_at(now) { "yes" } else { "no" }.into(),
         ),
         ("remaining quota", remaining),
-        ("used quota", record.used_quota.to_string()),
+        ("used quota", exact(record.used_quota)),
         ("expires", report::expiry_text(record.expired_time, now)),
         ("created", date(record.created_time)),
         (

@@ -7,6 +7,7 @@
 //! which only clones an `Arc` and encodes the small registry — it never waits for a poll and
 //! never walks the keys.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -36,8 +37,31 @@ pub struct AccountView {
     pub last_duration: Option<Duration>,
     /// The last failure, cleared by the next complete poll. Never contains a secret.
     pub last_error: Option<String>,
-    /// What the policy engine did after the last complete poll (with `[policy]` only).
-    pub policy: Option<String>,
+    /// What the policy engine did after the last complete poll and what it holds back (with
+    /// `[policy]` only).
+    pub policy: Option<PolicyView>,
+}
+
+/// What the policy engine did after one complete poll of an account, and what it held back:
+/// the engine's own state, so the status page tells the truth about keys left alone because a
+/// rule already acted on them (cooldown) or because the circuit is open.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PolicyView {
+    pub dry_run: bool,
+    pub evaluated_at: i64,
+    /// Outcome (`dry_run`, `applied`, `failed`, ...) → actions of this evaluation.
+    pub outcomes: BTreeMap<String, usize>,
+    /// Decisions left alone because their rule acted on the key within the cooldown.
+    pub in_cooldown: usize,
+    /// When the first of those cooldowns ends (unix seconds).
+    pub cooldown_ends_at: Option<i64>,
+    /// Why nothing was done (the circuit: action limit or key-count drop), when it held back.
+    pub hold: Option<String>,
+    /// A shutdown interrupted a write (it is reconciled at the next start).
+    pub interrupted: bool,
+    /// The last evaluation with any outcome, and those outcomes: this one, or an earlier one
+    /// whose actions now sit in cooldown.
+    pub last_activity: Option<(i64, BTreeMap<String, usize>)>,
 }
 
 /// The per-key text plus the health text of one scrape.
@@ -257,14 +281,24 @@ impl Exporter {
         }
     }
 
-    /// The policy engine's one-line summary of its last evaluation, for `/`.
-    pub fn record_policy_summary(&self, account: &str, summary: String) {
+    /// What the policy engine did after the account's last complete poll, for `/`; an
+    /// evaluation with no outcome keeps the last one that had some.
+    pub fn record_policy(&self, account: &str, mut view: PolicyView) {
         if let Some(entry) = self
             .lock_accounts()
             .iter_mut()
             .find(|entry| entry.view.name == account)
         {
-            entry.view.policy = Some(summary);
+            view.last_activity = if view.outcomes.is_empty() {
+                entry
+                    .view
+                    .policy
+                    .as_ref()
+                    .and_then(|previous| previous.last_activity.clone())
+            } else {
+                Some((view.evaluated_at, view.outcomes.clone()))
+            };
+            entry.view.policy = Some(view);
         }
     }
 

@@ -65,8 +65,8 @@ impl AccountPoller {
                     render_ms = render_started.elapsed().as_millis() as u64, "poll complete"
                 );
                 if let Some(policy) = &self.policy {
-                    let summary = policy.after_complete_poll(&self.client, &snapshot).await;
-                    self.exporter.record_policy_summary(&account, summary);
+                    let view = policy.after_complete_poll(&self.client, &snapshot).await;
+                    self.exporter.record_policy(&account, view);
                 }
                 Ok(snapshot)
             }

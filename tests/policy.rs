@@ -136,7 +136,7 @@ async fn dry_run_counts_and_audits_but_never_reads_or_writes_a_key() {
         .await
         .unwrap();
     assert!(
-        page.contains("<th>policy</th>") && page.contains("dry run; "),
+        page.contains("<dt>policy</dt>") && page.contains("dry run (nothing is written)"),
         "the status page shows what the policy did: {page}"
     );
     // More polls, and still nothing.

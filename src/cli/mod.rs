@@ -1,8 +1,10 @@
 //! The command line: the clap definitions of every subcommand and the dispatch to them, nothing
 //! else. Each subcommand is one file beside this one (`run`, `check_config`, `scan`, `plan`,
-//! `demo`, `keys/`) returning an exit code: 0 success, 1 runtime failure (API unreachable, token
-//! refused, port taken), 2 bad usage or bad configuration. What they share is in `shared`
-//! (configuration, runtime, logging, scanning every account) and `report` (tables, human units);
+//! `demo`, `keys/`, `completions` for `completions` and `man`) returning an exit code: 0
+//! success, 1 runtime failure (API unreachable, token refused, port taken), 2 bad usage or bad
+//! configuration, 141 stdout closed by its reader. What they share is in `shared`
+//! (configuration, runtime, logging, scanning every account, printing), `progress` (stderr
+//! progress of long listings) and `report` (tables, human units);
 //! nothing imports from this file. Errors are one or two lines on stderr naming what is wrong and
 //! where, never a backtrace or a secret.
 

@@ -7,6 +7,7 @@
 //! a few seconds to finish their response.
 
 mod routes;
+pub mod status_page;
 
 use std::collections::VecDeque;
 use std::convert::Infallible;

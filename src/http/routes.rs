@@ -1,16 +1,16 @@
 //! What each path answers: `/metrics` (the cached families, gzip-framed or inflated for plain
 //! clients, plus the per-scrape health text), `/healthz`, `/readyz` (503 naming the accounts
-//! without a complete poll), `/` (the status page) and 405/404 for the rest. Each route reads
-//! the `Exporter` and never waits for a poll.
+//! without a complete poll), `/` (the status page, rendered by `status_page`) and 405/404 for
+//! the rest. Each route reads the `Exporter` and never waits for a poll.
 
 use std::collections::VecDeque;
-use std::fmt::Write as _;
 
 use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ACCEPT_ENCODING, ALLOW, CONTENT_ENCODING, CONTENT_TYPE, VARY};
 use hyper::{Method, Request, Response, StatusCode};
 
+use super::status_page::StatusPage;
 use super::ResponseBody;
 use crate::clock::unix_now;
 use crate::metrics::{self, Exporter};
@@ -106,59 +106,23 @@ fn readiness_response(exporter: &Exporter) -> Response<ResponseBody> {
 }
 
 fn index_response(exporter: &Exporter) -> Response<ResponseBody> {
-    let now = unix_now();
-    let mut html = String::from(concat!(
-        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>cometapi-keymon</title></head><body>\n",
-        "<h1>cometapi-keymon ",
-        env!("CARGO_PKG_VERSION"),
-        "</h1>\n<p><a href=\"/metrics\">/metrics</a> · <a href=\"/healthz\">/healthz</a> · <a href=\"/readyz\">/readyz</a></p>\n",
-        "<table border=\"1\" cellpadding=\"4\"><tr><th>account</th><th>keys</th><th>usable</th>",
-        "<th>last complete poll</th><th>last attempt</th><th>duration</th><th>last error</th><th>policy</th></tr>\n"
-    ));
-    for view in exporter.account_views() {
-        let _ = writeln!(
-            html,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            escape_html(&view.name),
-            view.keys.map_or("–".into(), |keys| keys.to_string()),
-            view.usable_keys.map_or("–".into(), |keys| keys.to_string()),
-            view.last_success_at.map_or("never".into(), |at| describe_time(at, now)),
-            view.last_attempt_at.map_or("never".into(), |at| describe_time(at, now)),
-            view.last_duration.map_or("–".into(), |duration| format!("{:.2}s", duration.as_secs_f64())),
-            escape_html(view.last_error.as_deref().unwrap_or("")),
-            escape_html(view.policy.as_deref().unwrap_or("–")),
-        );
-    }
-    html.push_str("</table>\n</body></html>\n");
-    let mut response = Response::new(ResponseBody::Parts(VecDeque::from([Bytes::from(html)])));
+    let accounts = exporter
+        .account_views()
+        .into_iter()
+        .map(|view| {
+            let snapshot = exporter.snapshot(&view.name);
+            (view, snapshot)
+        })
+        .collect();
+    let page = StatusPage::build(env!("CARGO_PKG_VERSION"), accounts, unix_now());
+    let mut response = Response::new(ResponseBody::Parts(VecDeque::from([Bytes::from(
+        page.render(),
+    )])));
     response.headers_mut().insert(
         CONTENT_TYPE,
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
     response
-}
-
-fn describe_time(at: i64, now: i64) -> String {
-    let when = chrono::DateTime::from_timestamp(at, 0).map_or_else(
-        || at.to_string(),
-        |time| time.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
-    );
-    format!("{when} ({}s ago)", (now - at).max(0))
-}
-
-fn escape_html(text: &str) -> String {
-    let mut escaped = String::with_capacity(text.len());
-    for character in text.chars() {
-        match character {
-            '<' => escaped.push_str("&lt;"),
-            '>' => escaped.push_str("&gt;"),
-            '&' => escaped.push_str("&amp;"),
-            '"' => escaped.push_str("&quot;"),
-            '\'' => escaped.push_str("&#39;"),
-            other => escaped.push(other),
-        }
-    }
-    escaped
 }
 
 fn text_response(status: StatusCode, text: String) -> Response<ResponseBody> {
@@ -183,13 +147,5 @@ mod tests {
         assert!(!accepts("gzip;q=0"));
         assert!(!accepts("identity"));
         assert!(!accepts("br, x-gzip2"));
-    }
-
-    #[test]
-    fn html_escaping_covers_markup() {
-        assert_eq!(
-            escape_html("<a href=\"x\">&'"),
-            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
-        );
     }
 }

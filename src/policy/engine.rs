@@ -25,6 +25,7 @@ use prometheus::Registry;
 
 use crate::api::{editable_changes, ApiClient, ApiError, KeyRecord};
 use crate::clock::unix_now;
+use crate::metrics::PolicyView;
 use crate::policy::evaluate::{evaluate, Decision, EvaluationMode, Hold, Verdict};
 use crate::policy::history::PolicyHistory;
 use crate::policy::metrics::PolicyMetrics;
@@ -109,9 +110,9 @@ impl PolicyEngine {
         &self.metrics
     }
 
-    /// Everything the engine does after a complete poll of one account. Returns a one-line
-    /// summary for the status page ("dry run: 3 would act", "held: ...", "2 applied").
-    pub async fn after_complete_poll(&self, client: &ApiClient, snapshot: &Snapshot) -> String {
+    /// Everything the engine does after a complete poll of one account. Returns what it did
+    /// and what it held back (cooldowns, an open circuit), for the status page.
+    pub async fn after_complete_poll(&self, client: &ApiClient, snapshot: &Snapshot) -> PolicyView {
         let account = snapshot.account.as_str();
         self.reconcile(client, account).await;
         let now = unix_now();
@@ -156,12 +157,21 @@ impl PolicyEngine {
             None => circuit.set(0),
         }
         let mut failed_rules: Vec<String> = Vec::new();
-        let mut outcome_counts: std::collections::BTreeMap<&'static str, usize> =
-            std::collections::BTreeMap::new();
+        let mut view = PolicyView {
+            dry_run: self.policy.dry_run,
+            evaluated_at: now,
+            hold: evaluation.hold.as_ref().map(ToString::to_string),
+            ..PolicyView::default()
+        };
         for decision in &evaluation.decisions {
             let rule = &self.policy.rules[decision.rule_index];
             let outcome = match decision.verdict {
-                Verdict::InCooldown { .. } => continue,
+                Verdict::InCooldown { until } => {
+                    view.in_cooldown += 1;
+                    view.cooldown_ends_at =
+                        Some(view.cooldown_ends_at.map_or(until, |ends| ends.min(until)));
+                    continue;
+                }
                 Verdict::SuppressedProtected => {
                     tracing::debug!(account, rule = %rule.name, key_id = decision.key.id, "protected key left alone");
                     "suppressed_protected"
@@ -174,10 +184,13 @@ impl PolicyEngine {
                 Verdict::Act => match self.execute(client, account, rule, decision).await {
                     Some(outcome) => outcome,
                     // Shutdown in the middle of a write: reconciled at the next start.
-                    None => return "interrupted by shutdown".to_owned(),
+                    None => {
+                        view.interrupted = true;
+                        return view;
+                    }
                 },
             };
-            *outcome_counts.entry(outcome).or_default() += 1;
+            *view.outcomes.entry(outcome.to_owned()).or_default() += 1;
             if outcome == "failed" {
                 failed_rules.push(rule.name.clone());
             }
@@ -197,22 +210,8 @@ impl PolicyEngine {
             .last_evaluation
             .with_label_values(&[account])
             .set(unix_now() as f64);
-        let mode = if self.policy.dry_run {
-            "dry run"
-        } else {
-            "enforcing"
-        };
-        match &evaluation.hold {
-            Some(hold) => format!("{mode}; held back: {hold}"),
-            None if outcome_counts.is_empty() => format!("{mode}; nothing to do"),
-            None => {
-                let counts: Vec<String> = outcome_counts
-                    .iter()
-                    .map(|(outcome, count)| format!("{count} {outcome}"))
-                    .collect();
-                format!("{mode}; {}", counts.join(", "))
-            }
-        }
+        view.evaluated_at = unix_now();
+        view
     }
 
     fn record_period_evaluated(&self, rule: &str, account: &str, period: i64) {

@@ -35,6 +35,7 @@ use crate::cli::report;
 use crate::cli::shared::{init_one_shot, load_config, print_then, runtime, OutputFormat};
 use crate::clock::unix_now;
 use crate::config::{AccountConfig, Config, ConfigSource};
+use crate::policy::rules::shown_value;
 use crate::snapshot::{KeyState, KeyStatus};
 
 use arguments::KeysAction;
@@ -362,7 +363,9 @@ fn describe_changes(changes: &[FieldChange], before: &str, after: &str) -> Strin
         .map(|change| {
             format!(
                 "{} {before} {} / {after} {}",
-                change.field, change.before, change.after
+                change.field,
+                shown_value(change.field, &change.before),
+                shown_value(change.field, &change.after)
             )
         })
         .collect::<Vec<_>>()
@@ -423,7 +426,9 @@ async fn update(
                 let _ = writeln!(
                     text,
                     "  {}: {} → {}",
-                    change.field, change.before, change.after
+                    change.field,
+                    shown_value(change.field, &change.before),
+                    shown_value(change.field, &change.after)
                 );
             }
             text

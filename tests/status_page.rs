@@ -29,7 +29,11 @@ fn chromium() -> Option<PathBuf> {
     if std::env::var("CI").is_ok_and(|value| value == "true") {
         panic!("{message}; CI=true, so a missing tool is a failure");
     }
-    eprintln!("skipped: {message}");
+    // Written to stderr directly, past the test harness's capture, so it is seen once.
+    let _ = std::io::Write::write_all(
+        &mut std::io::stderr(),
+        format!("skipped: {message}\n").as_bytes(),
+    );
     None
 }
 

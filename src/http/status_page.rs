@@ -4,7 +4,7 @@
 //! (viewport meta, a single column under 40 em), refreshing itself every `REFRESH_SECONDS`.
 //! Every text from a server or the configuration (account and key names, errors) is escaped.
 //!
-//! Per account: its keys (usable, expiring within 7 days, expired but still enabled,
+//! First, per account: its keys (usable, expiring within 7 days, expired but still enabled,
 //! exhausted, disabled), the wallet, the last poll and its error, and what the policy engine did
 //! and holds back (cooldowns, an open circuit). Then the keys that need attention now, most
 //! urgent first, by account, id and name — never a key value, which the daemon never holds.
@@ -237,12 +237,14 @@ impl StatusPage {
             escape_html(&self.version),
             utc_text(self.now),
         );
-        self.render_attention(&mut html);
+        // Accounts first: a failing poll makes every key figure below stale.
         html.push_str("<h2>Accounts</h2>\n<div class=\"accounts\">\n");
         for account in &self.accounts {
             self.render_account(&mut html, account);
         }
-        html.push_str("</div>\n</body></html>\n");
+        html.push_str("</div>\n");
+        self.render_attention(&mut html);
+        html.push_str("</body></html>\n");
         html
     }
 
@@ -275,7 +277,7 @@ impl StatusPage {
             };
             let _ = writeln!(
                 html,
-                "<tr class=\"{class}\"><td class=\"account\">{}</td><td class=\"number\">{}</td>\
+                "<tr class=\"{class}\"><td class=\"who\">{}</td><td class=\"number\">{}</td>\
                  <td class=\"name\">{name}</td><td class=\"problem\">{}</td></tr>",
                 escape_html(&key.account),
                 key.id,
@@ -286,9 +288,14 @@ impl StatusPage {
         if self.attention_not_shown > 0 {
             let _ = writeln!(
                 html,
-                "<p class=\"muted\">and {} more (cometapi-keymon keys list, or the Grafana \
-                 dashboard)</p>",
-                plural(self.attention_not_shown, "key", "keys")
+                "<p class=\"muted\">and {} more {} (cometapi-keymon keys list, or the \
+                 Grafana dashboard)</p>",
+                self.attention_not_shown,
+                if self.attention_not_shown == 1 {
+                    "key"
+                } else {
+                    "keys"
+                }
             );
         }
         html.push_str("</section>\n");
@@ -522,7 +529,7 @@ h2{font-size:1.2rem;margin:1.5rem 0 .5rem}h3{font-size:1.1rem;margin:0 0 .5rem}\
 a{color:inherit}.muted{color:var(--muted)}.bad{color:var(--bad)}.warn{color:var(--warn)}\
 .scroll{overflow-x:auto}table{border-collapse:collapse;width:100%}\
 th,td{text-align:left;padding:.35rem .6rem;border-bottom:1px solid var(--line);\
-vertical-align:top}td.account,td.number{white-space:nowrap}td.number{text-align:right}\
+vertical-align:top}td.who,td.number{white-space:nowrap}td.number{text-align:right}\
 td.name{overflow-wrap:anywhere}\
 tr.bad td:last-child{color:var(--bad)}tr.warn td:last-child{color:var(--warn)}\
 .accounts{display:grid;grid-template-columns:repeat(auto-fit,minmax(20rem,1fr));gap:1rem}\

@@ -13,7 +13,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{scan_account, ApiClient, ClientSettings, IgnoreRequests};
+use crate::api::{scan_account, ApiClient, BudgetPool, ClientSettings, IgnoreRequests};
 use crate::app::{AppError, Daemon};
 use crate::config::{
     self, AccountConfig, Config, ConfigSource, LogConfig, LogFormat, PollConfig, PollSchedule,
@@ -214,9 +214,11 @@ pub(crate) async fn scan_every_account(
 ) -> Result<(Vec<Arc<Snapshot>>, bool), ExitCode> {
     let cancel = CancellationToken::new();
     let mut scans = tokio::task::JoinSet::new();
+    let budgets = BudgetPool::default();
     for (index, account) in config.accounts.iter().enumerate() {
         let settings = ClientSettings::from_config(account, &config.poll);
-        let client = match ApiClient::new(settings, Arc::new(IgnoreRequests), cancel.clone()) {
+        let observer = Arc::new(IgnoreRequests);
+        let client = match ApiClient::new_in_pool(settings, observer, cancel.clone(), &budgets) {
             Ok(client) => client,
             Err(error) => {
                 eprintln!("cometapi-keymon: {error}");

@@ -115,7 +115,10 @@ async fn create_get_update_status_and_delete_keep_every_other_field() {
     client.delete_key(created.id).await.unwrap();
     assert!(simulator.token(created.id).is_none());
     match client.get_key(created.id).await {
-        Err(error @ ApiError::Refused { .. }) => assert_eq!(error.reason(), Some("api_error")),
+        Err(error @ ApiError::KeyNotFound { .. }) => {
+            assert_eq!(error.reason(), Some("api_error"));
+            assert_eq!(error.to_string(), format!("account main has no key {}", created.id));
+        }
         other => panic!("a deleted key is refused, got {other:?}"),
     }
 }
@@ -162,7 +165,9 @@ async fn legacy_servers_get_new_api_user_when_configured() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_bad_pat_on_a_legacy_server_is_http_200_success_false_and_counted_as_api_error() {
+/// The server answers HTTP 200 `success:false`, but it is the same refusal as a newer server's
+/// 401: counted as `http_401`, so one alert covers both generations.
+async fn a_bad_pat_on_a_legacy_server_is_http_200_success_false_and_counted_as_http_401() {
     let simulator = start_simulator_with(SimulatorConfig {
         keys: 3,
         auth_mode: AuthMode::Legacy,
@@ -180,7 +185,8 @@ async fn a_bad_pat_on_a_legacy_server_is_http_200_success_false_and_counted_as_a
     )
     .unwrap();
     let error = scan_account(&client).await.unwrap_err();
-    assert_eq!(error.reason(), Some("api_error"), "{error}");
+    assert_eq!(error.reason(), Some("http_401"), "{error}");
+    assert!(error.to_string().contains("access token rejected"), "{error}");
 }
 
 /// A server older than 2025-06 answers the listing with a bare array and a 0-based `p`; the

@@ -111,7 +111,12 @@ impl Daemon {
         let mut pollers = JoinSet::new();
         let mut targets = Vec::new();
         // Accounts on one server share its request budget (the server limits per client IP).
-        let budgets = BudgetPool::default();
+        let budgets = BudgetPool::for_accounts(
+            config
+                .accounts
+                .iter()
+                .map(|account| (account.base_url.as_str(), account.requests_per_minute)),
+        );
         for account in &config.accounts {
             let settings = ClientSettings::from_config(account, &config.poll);
             let observer: Arc<dyn RequestObserver> = exporter.clone();

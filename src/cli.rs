@@ -214,7 +214,12 @@ pub(crate) async fn scan_every_account(
 ) -> Result<(Vec<Arc<Snapshot>>, bool), ExitCode> {
     let cancel = CancellationToken::new();
     let mut scans = tokio::task::JoinSet::new();
-    let budgets = BudgetPool::default();
+    let budgets = BudgetPool::for_accounts(
+        config
+            .accounts
+            .iter()
+            .map(|account| (account.base_url.as_str(), account.requests_per_minute)),
+    );
     for (index, account) in config.accounts.iter().enumerate() {
         let settings = ClientSettings::from_config(account, &config.poll);
         let observer = Arc::new(IgnoreRequests);

@@ -31,7 +31,6 @@ fn client(base_url: &str, token: &str, user_id: Option<i64>) -> ApiClient {
         retry_backoff: Duration::from_millis(20),
         max_retry_after: Duration::from_secs(2),
         requests_per_minute: 6_000,
-        server_requests_per_minute: 6_000,
     };
     ApiClient::new(settings, Arc::new(IgnoreRequests), CancellationToken::new()).unwrap()
 }

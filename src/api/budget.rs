@@ -4,10 +4,12 @@
 //! new-api limits every `/api` route together per client IP (180 or 360 requests per 180 s by
 //! default, and CometAPI's value is unknown), and a daemon shares that budget with the operator's
 //! other tools behind the same address. Accounts on one server (same scheme, host and port) are
-//! all the same client to it, so they draw from one [`ServerBudget`]: it refills at `[poll]
-//! requests_per_minute` and holds at most one minute's worth, so the worst case in any 180 s
-//! window is four minutes' worth: 120 requests at the default 30/min, well under the server's
-//! 180, however many accounts share it. Waiting requests are served first come, first served, and
+//! all the same client to it, so they draw from one [`ServerBudget`]: it refills at the largest
+//! `requests_per_minute` among them (`[poll] requests_per_minute` unless an account raises it)
+//! and holds at most one minute's worth, so the worst case in any 180 s window is four minutes'
+//! worth: 120 requests at the default 30/min, well under the server's 180, however many accounts
+//! share it. An account whose own `requests_per_minute` is lower has a bucket of its own too,
+//! which caps its share. Waiting requests are served first come, first served, and
 //! each account has at most one request waiting, so accounts take turns: the budget is split
 //! fairly between those that are busy. A 429 pauses the whole server's budget until the server's
 //! `Retry-After` has passed. [`BudgetPool`] hands out the per-server budgets.
@@ -88,28 +90,46 @@ impl AccountBudget {
 /// The per-server budgets of one process, keyed by origin (`scheme://host:port`).
 #[derive(Debug, Default)]
 pub struct BudgetPool {
-    servers: Mutex<HashMap<String, Arc<ServerBudget>>>,
+    servers: Mutex<HashMap<String, (u32, Arc<ServerBudget>)>>,
 }
 
 impl BudgetPool {
-    /// The budget of an account at `base_url`: the server's (created at
-    /// `server_requests_per_minute` by the first account that asks), plus the account's own cap
-    /// when `account_requests_per_minute` is below the server's rate.
-    pub fn budget_for(
-        &self,
-        base_url: &str,
-        server_requests_per_minute: u32,
-        account_requests_per_minute: u32,
-    ) -> AccountBudget {
-        let server = Arc::clone(
-            self.servers
+    /// The budgets of these accounts (`base_url`, `requests_per_minute`): one per server, at the
+    /// largest rate among its accounts.
+    pub fn for_accounts<'a>(accounts: impl IntoIterator<Item = (&'a str, u32)>) -> BudgetPool {
+        let mut rates: HashMap<String, u32> = HashMap::new();
+        for (base_url, requests_per_minute) in accounts {
+            let rate = rates.entry(origin_of(base_url)).or_insert(0);
+            *rate = (*rate).max(requests_per_minute);
+        }
+        let servers = rates
+            .into_iter()
+            .map(|(origin, rate)| (origin, (rate, Arc::new(ServerBudget::per_minute(rate)))))
+            .collect();
+        BudgetPool {
+            servers: Mutex::new(servers),
+        }
+    }
+
+    /// The budget of an account at `base_url`: its server's, plus a cap of its own when
+    /// `requests_per_minute` is below the server's rate. A server the pool was not built with
+    /// gets a budget at this account's rate.
+    pub fn budget_for(&self, base_url: &str, requests_per_minute: u32) -> AccountBudget {
+        let (server_rate, server) = {
+            let mut servers = self
+                .servers
                 .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .entry(origin_of(base_url))
-                .or_insert_with(|| Arc::new(ServerBudget::per_minute(server_requests_per_minute))),
-        );
-        let own_cap = (account_requests_per_minute < server_requests_per_minute)
-            .then(|| Arc::new(RequestBudget::per_minute(account_requests_per_minute)));
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let (rate, server) = servers.entry(origin_of(base_url)).or_insert_with(|| {
+                (
+                    requests_per_minute,
+                    Arc::new(ServerBudget::per_minute(requests_per_minute)),
+                )
+            });
+            (*rate, Arc::clone(server))
+        };
+        let own_cap = (requests_per_minute < server_rate)
+            .then(|| Arc::new(RequestBudget::per_minute(requests_per_minute)));
         AccountBudget { server, own_cap }
     }
 }
@@ -248,18 +268,19 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn accounts_of_one_server_share_its_budget_and_take_turns() {
-        let pool = BudgetPool::default();
+        let pool = BudgetPool::for_accounts([
+            ("https://api.example.com", 60),
+            ("https://api.example.com:8443", 60),
+        ]);
         let cancel = CancellationToken::new();
         let accounts: Vec<AccountBudget> = (0..3)
-            .map(|_| pool.budget_for("https://api.example.com", 60, 60))
+            .map(|_| pool.budget_for("https://api.example.com", 60))
             .collect();
-        let elsewhere = pool.budget_for("https://api.example.com:8443", 60, 60);
+        let elsewhere = pool.budget_for("https://api.example.com:8443", 60);
         assert!(accounts[0].shares_server_with(&accounts[2]));
-        assert!(accounts[0].shares_server_with(&pool.budget_for(
-            "https://API.example.com:443/",
-            60,
-            60
-        )));
+        assert!(
+            accounts[0].shares_server_with(&pool.budget_for("https://API.example.com:443/", 60))
+        );
         assert!(!accounts[0].shares_server_with(&elsewhere));
         // Drain the shared burst, then let the three accounts compete for 30 more requests.
         for _ in 0..60 {
@@ -297,10 +318,14 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_429_pauses_every_account_of_the_server_and_a_cap_limits_one_share() {
-        let pool = BudgetPool::default();
+        // The server's rate is the largest of its accounts'; the other account is capped.
+        let pool = BudgetPool::for_accounts([
+            ("http://127.0.0.1:3000", 600),
+            ("http://127.0.0.1:3000", 6),
+        ]);
         let cancel = CancellationToken::new();
-        let first = pool.budget_for("http://127.0.0.1:3000", 600, 600);
-        let capped = pool.budget_for("http://127.0.0.1:3000", 600, 6);
+        let first = pool.budget_for("http://127.0.0.1:3000", 600);
+        let capped = pool.budget_for("http://127.0.0.1:3000", 6);
         first.pause_server_for(Duration::from_secs(20));
         let start = Instant::now();
         capped.acquire(&cancel).await.unwrap();

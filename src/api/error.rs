@@ -7,6 +7,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::secret::ACCESS_TOKEN_HELP;
+
 /// The endpoint a request went to; its `label()` is the `endpoint` label of
 /// `cometapi_api_requests_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -167,16 +169,6 @@ pub fn diagnose_auth_message(message: &str, user_id: Option<i64>) -> Option<Auth
         None
     }
 }
-
-/// Whether a configured access token has the shape of an API key (`sk-` and then the key):
-/// the management API takes the personal access token instead.
-pub fn looks_like_api_key(token: &str) -> bool {
-    token.starts_with("sk-")
-}
-
-/// Where the personal access token is found, for messages.
-pub const ACCESS_TOKEN_HELP: &str =
-    "the management API needs the personal access token (Console → Personal Settings), not an API key";
 
 fn describe_unauthorized(error: &ApiError) -> String {
     let ApiError::Unauthorized {

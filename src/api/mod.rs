@@ -77,11 +77,9 @@ pub struct ClientSettings {
     pub max_retries: u32,
     pub retry_backoff: Duration,
     pub max_retry_after: Duration,
-    /// The account's own share: its `requests_per_minute` (the override, or `[poll]`'s).
+    /// The account's budget (the override, or `[poll]`'s): alone, its rate; in a
+    /// [`BudgetPool`], the cap on its share of its server's budget.
     pub requests_per_minute: u32,
-    /// The budget of the account's server, shared by every account on it (`[poll]
-    /// requests_per_minute`); used by [`ApiClient::new_in_pool`].
-    pub server_requests_per_minute: u32,
 }
 
 impl ClientSettings {
@@ -98,7 +96,6 @@ impl ClientSettings {
             retry_backoff: poll.retry_backoff,
             max_retry_after: poll.max_retry_after,
             requests_per_minute: account.requests_per_minute,
-            server_requests_per_minute: poll.requests_per_minute,
         }
     }
 }
@@ -185,11 +182,7 @@ impl ApiClient {
         cancel: CancellationToken,
         pool: &BudgetPool,
     ) -> Result<ApiClient, ClientBuildError> {
-        let budget = pool.budget_for(
-            &settings.base_url,
-            settings.server_requests_per_minute,
-            settings.requests_per_minute,
-        );
+        let budget = pool.budget_for(&settings.base_url, settings.requests_per_minute);
         ApiClient::with_budget(settings, observer, cancel, budget)
     }
 
@@ -582,7 +575,7 @@ impl ApiClient {
     ) -> ApiError {
         let problem = match problem {
             AuthProblem::TokenRejected { .. } => AuthProblem::TokenRejected {
-                looks_like_api_key: error::looks_like_api_key(self.secret()),
+                looks_like_api_key: self.settings.token.looks_like_api_key(),
             },
             other => other,
         };

@@ -1472,7 +1472,7 @@ fn policy_defaults_are_dry_run_and_the_system_state_dir() {
 #[test]
 fn policy_mistakes_name_the_rule_key() {
     let cases: [(&str, &str, &str); 9] = [
-        ("[[policy.rules]]\nname = \"r\"\naction = \"disable\"\n", "policy.rules[0].when", "at least one when"),
+        ("[[policy.rules]]\nname = \"r\"\naction = \"disable\"\n", "policy.rules[0]", "needs a selector (key_ids, accounts, name_matches, groups) or a when.* condition: with neither it would disable every key of every account"),
         ("[[policy.rules]]\nname = \"r\"\naction = \"top_up\"\n", "policy.rules[0].top_up.to", "missing"),
         ("[[policy.rules]]\nname = \"r\"\naction = \"delete\"\nwhen.expired = true\n", "policy.rules[0].action", "unknown action \"delete\""),
         ("[[policy.rules]]\nname = \"r\"\naction = \"disable\"\naccounts = [\"mian\"]\nwhen.expired = true\n", "policy.rules[0].accounts[0]", "unknown account \"mian\""),
@@ -1702,6 +1702,38 @@ fn one_account_key_can_be_overridden_from_the_environment_by_index() {
                 .reason()
                 .contains("e.g. KEYMON_ACCOUNTS__0__TOKEN_FILE"),
             "{error}"
+        );
+    });
+}
+
+#[test]
+fn an_enable_or_disable_rule_on_explicit_keys_needs_no_condition() {
+    in_jail(|jail| {
+        for action in ["enable", "disable"] {
+            let text = format!(
+                "{ACCOUNT}[policy]\n[[policy.rules]]\nname = \"r\"\naction = \"{action}\"\n\
+                 key_ids = [1234, 5678]\n"
+            );
+            let config = load_with_token(jail, &text).unwrap();
+            let rule = &config.policy.as_ref().unwrap().rules[0];
+            assert_eq!(rule.selector.key_ids, Some(vec![1234, 5678]));
+            assert!(rule.conditions.is_empty());
+            assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+        }
+        // A broad selector without a condition is accepted, with a warning.
+        let text = format!(
+            "{ACCOUNT}[policy]\n[[policy.rules]]\nname = \"r\"\naction = \"disable\"\n\
+             groups = [\"trial\"]\n"
+        );
+        let config = load_with_token(jail, &text).unwrap();
+        assert!(
+            config
+                .warnings
+                .iter()
+                .any(|warning| warning.contains("no when.* condition")
+                    && warning.contains("disable every key its selector matches")),
+            "{:?}",
+            config.warnings
         );
     });
 }

@@ -362,3 +362,57 @@ fn which_promtool() -> PathBuf {
     }
     panic!("promtool not found on PATH: install it with `apt-get install prometheus` (the CI script does)");
 }
+
+/// A poll that fails before any has completed says that nothing is served yet; one that fails
+/// after a complete poll says the previous snapshot is still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_poll_says_whether_anything_is_served() {
+    let simulator = start_simulator(5).await;
+    simulator.push_fault(Fault {
+        endpoint: FaultEndpoint::Any,
+        page: None,
+        times: FaultTimes::Times(2),
+        kind: FaultKind::HttpStatus {
+            status: 503,
+            body: String::new(),
+            retry_after: None,
+        },
+    });
+    let directory = tempfile::tempdir().unwrap();
+    let config = write_config(directory.path(), &simulator, "max_retries = 0");
+    let daemon = DaemonProcess::start(&["run", "--config", config.to_str().unwrap()], &[]);
+    daemon
+        .wait_for_metrics("a complete poll", |metrics| metrics.up("main") == 1.0)
+        .await;
+    simulator.push_fault(Fault {
+        endpoint: FaultEndpoint::Any,
+        page: None,
+        times: FaultTimes::Once,
+        kind: FaultKind::HttpStatus {
+            status: 503,
+            body: String::new(),
+            retry_after: None,
+        },
+    });
+    daemon
+        .wait_for_metrics("the failure after it", |metrics| metrics.up("main") == 0.0)
+        .await;
+    let (_, _, logs) = daemon.terminate();
+    let first_failure = logs
+        .lines()
+        .find(|line| line.contains("poll failed"))
+        .expect("a failure was logged");
+    assert!(
+        first_failure.contains("nothing is served for this account yet"),
+        "{first_failure}"
+    );
+    let last_failure = logs
+        .lines()
+        .filter(|line| line.contains("poll failed"))
+        .last()
+        .unwrap();
+    assert!(
+        last_failure.contains("still serving the previous snapshot"),
+        "{last_failure}"
+    );
+}

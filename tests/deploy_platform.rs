@@ -7,6 +7,8 @@
 //! finding the Service). The Dockerfile is checked for its structure only: no Docker engine runs
 //! here. A missing tool skips its tests with one line naming it and how to install it, and fails
 //! them under CI=true (`support::tools`; `.ci/run` installs every tool).
+//!
+//! Longer than our usual ~600 lines on purpose: one test per fact of the deployment kit.
 
 mod support;
 

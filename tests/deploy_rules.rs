@@ -278,7 +278,13 @@ fn a_missing_tool_skips_its_tests_with_one_line_and_fails_them_under_ci() {
     let run = |ci: Option<&str>| {
         let mut command = std::process::Command::new(std::env::current_exe().unwrap());
         command
-            .args(["promtool", "--skip", "a_missing_tool", "--test-threads", "4"])
+            .args([
+                "promtool",
+                "--skip",
+                "a_missing_tool",
+                "--test-threads",
+                "4",
+            ])
             .env("PATH", "")
             .env_remove("CI");
         if let Some(ci) = ci {

@@ -64,6 +64,8 @@ pub enum Flavor {
     /// one-api (`OA` in the reference): the listing's `data` is a bare array, `p` is 0-based
     /// (negative is 0), pages hold `config.ItemsPerPage` = 10 keys whatever is asked, records
     /// carry `models`/`subnet` instead of `model_limits*`/`allow_ips`, keys are not masked.
+    /// Not reproduced: one-api's own write validation (create and update follow new-api's) and
+    /// its `order=` listing parameter.
     OneApi,
 }
 

@@ -435,7 +435,16 @@ async fn check_config_online_reports_what_each_server_is() {
     std::fs::write(&config, accounts("")).unwrap();
     let bad = run(&["check-config", "--online", "--config", config_text]);
     assert_eq!(bad.code, 1, "{}\n{}", bad.stdout, bad.stderr);
-    assert!(bad.stdout.contains("token accepted: no"), "{}", bad.stdout);
+    assert!(
+        bad.stdout.contains("user_id:        needed and not set"),
+        "{}",
+        bad.stdout
+    );
+    assert!(
+        bad.stderr.contains("this server requires user_id"),
+        "the same message a poll logs: {}",
+        bad.stderr
+    );
     assert!(
         bad.stdout.contains("result:         FAILED"),
         "{}",

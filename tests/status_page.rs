@@ -2,40 +2,16 @@
 //! binary (polling the simulator with a dry-run policy) and dumps the DOM and a phone-sized
 //! screenshot. The assertions are on what a person would read: the text of the rendered page.
 //! Under `CI=true` a missing Chromium is a failure; elsewhere the suite says once that it was
-//! skipped and why.
+//! skipped and why (`support::tools`).
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::process::DaemonProcess;
 use support::*;
-
-/// Where Debian puts it; `CHROMIUM` may name another binary.
-fn chromium() -> Option<PathBuf> {
-    let candidate = std::env::var_os("CHROMIUM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
-    if candidate.exists() {
-        return Some(candidate);
-    }
-    let message = format!(
-        "tests/status_page.rs needs headless Chromium at {} (apt-get install chromium, as \
-         .ci/run does)",
-        candidate.display()
-    );
-    if std::env::var("CI").is_ok_and(|value| value == "true") {
-        panic!("{message}; CI=true, so a missing tool is a failure");
-    }
-    // Written to stderr directly, past the test harness's capture, so it is seen once.
-    let _ = std::io::Write::write_all(
-        &mut std::io::stderr(),
-        format!("skipped: {message}\n").as_bytes(),
-    );
-    None
-}
 
 /// Runs Chromium headless on `url` with these extra flags; kills it after a minute.
 fn run_chromium(chromium: &Path, profile: &Path, extra: &[String], url: &str) -> Vec<u8> {
@@ -117,7 +93,9 @@ fn png_size(png: &[u8]) -> (u32, u32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_reads_the_status_page_in_a_real_browser() {
-    let Some(chromium) = chromium() else { return };
+    let Some(chromium) = support::tools::require_tool("chromium") else {
+        return;
+    };
     let simulator = start_simulator(40).await;
     // A name that would be markup if it were not escaped, and a CJK one, created the way a
     // user does: through the management API.

@@ -8,7 +8,7 @@ use reqwest::Method;
 use crate::api::error::ApiError;
 use crate::api::scan::PAGE_SIZE;
 use crate::api::wire::ListingShape;
-use crate::api::{decode_envelope, ApiClient, Endpoint};
+use crate::api::{ApiClient, Endpoint};
 
 /// The first list page, as far as it tells what the server is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,9 +62,10 @@ impl ApiClient {
             .await
         {
             Ok(bytes) => {
-                match decode_envelope::<serde_json::Value>(Endpoint::Status, &bytes, self.secret())
-                {
-                    Ok(_) | Err(ApiError::Refused { .. }) => RouteAnswer::Exists,
+                match self.decode_envelope::<serde_json::Value>(Endpoint::Status, &bytes) {
+                    Ok(_) | Err(ApiError::Refused { .. } | ApiError::Unauthorized { .. }) => {
+                        RouteAnswer::Exists
+                    }
                     Err(_) => RouteAnswer::Missing,
                 }
             }

@@ -16,7 +16,7 @@ use super::report::plural;
 use super::shared::{print_then, runtime};
 use crate::api::budget::time_from_full_budget;
 use crate::api::scan::PAGE_SIZE;
-use crate::api::{ApiClient, ApiError, IgnoreRequests, ListingProbe, RouteAnswer};
+use crate::api::{ApiClient, ApiError, AuthProblem, IgnoreRequests, ListingProbe, RouteAnswer};
 use crate::clock::unix_now;
 use crate::config::{self, AccountConfig, Config, TokenFileOverride};
 
@@ -206,7 +206,35 @@ impl AccountCheck {
         let listing = match listing {
             Ok(listing) => listing,
             Err(error) => {
-                line("token accepted:", format!("no: {error}"));
+                // What the server's refusal says about New-Api-User (reference §2.1).
+                let user_id = match error {
+                    ApiError::Unauthorized { problem, .. } => match problem {
+                        AuthProblem::UserIdRequired => Some(
+                            "needed and not set: this server (new-api before 2026-07-20) checks \
+                             New-Api-User; the token itself may be fine"
+                                .to_owned(),
+                        ),
+                        AuthProblem::UserIdNotNumeric => {
+                            Some("needed as a number: the server could not read it".to_owned())
+                        }
+                        AuthProblem::UserIdMismatch { user_id } => Some(format!(
+                            "needed, and {} is not the token's user",
+                            user_id.map_or("the one sent".to_owned(), |id| id.to_string())
+                        )),
+                        AuthProblem::TokenRejected { .. } => None,
+                    },
+                    _ => None,
+                };
+                let token = if user_id.is_some() {
+                    "unknown: the server stopped at New-Api-User".to_owned()
+                } else {
+                    format!("no: {error}")
+                };
+                line("token accepted:", token);
+                if let Some(user_id) = user_id {
+                    line("user_id:", user_id);
+                }
+                line("error:", error.to_string());
                 line("result:", "FAILED".into());
                 return lines.join("\n") + "\n";
             }

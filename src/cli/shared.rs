@@ -12,7 +12,7 @@ use clap::ValueEnum;
 use tokio_util::sync::CancellationToken;
 
 use super::progress::ScanProgressDisplay;
-use crate::api::{scan_account_observed, ApiClient, IgnoreRequests};
+use crate::api::{scan_account_observed, ApiClient, BudgetPool, IgnoreRequests};
 use crate::config::{self, Config, LogConfig, LogFormat};
 use crate::snapshot::Snapshot;
 
@@ -59,9 +59,17 @@ pub async fn scan_every_account(
     let cancel = CancellationToken::new();
     let display = Arc::new(ScanProgressDisplay::on_stderr());
     let mut scans = tokio::task::JoinSet::new();
+    // Accounts on one server share its request budget, as in the daemon.
+    let budgets = BudgetPool::for_accounts(
+        config
+            .accounts
+            .iter()
+            .map(|account| (account.base_url.as_str(), account.requests_per_minute)),
+    );
     for (index, account) in config.accounts.iter().enumerate() {
         let settings = config::client_settings(account, &config.poll);
-        let client = match ApiClient::new(settings, Arc::new(IgnoreRequests), cancel.clone()) {
+        let observer = Arc::new(IgnoreRequests);
+        let client = match ApiClient::new_in_pool(settings, observer, cancel.clone(), &budgets) {
             Ok(client) => client,
             Err(error) => {
                 eprintln!("cometapi-keymon: {error}");

@@ -12,7 +12,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use cometapi_keymon::simulator::{AuthMode, Simulator, SimulatorConfig};
+use cometapi_keymon::simulator::{Simulator, SimulatorConfig};
 use support::process::DaemonProcess;
 use support::*;
 
@@ -333,8 +333,12 @@ async fn check_config_online_reports_what_each_server_is() {
     let newest = start_simulator(1_200).await;
     let legacy = start_simulator_with(SimulatorConfig {
         keys: 250,
-        auth_mode: AuthMode::Legacy,
-        ..SimulatorConfig::default()
+        ..SimulatorConfig::new_api_2026_01()
+    })
+    .await;
+    let one_api = start_simulator_with(SimulatorConfig {
+        keys: 30,
+        ..SimulatorConfig::one_api()
     })
     .await;
     let directory = tempfile::tempdir().unwrap();
@@ -342,7 +346,9 @@ async fn check_config_online_reports_what_each_server_is() {
     std::fs::write(&token, newest.access_token()).unwrap();
     let legacy_token = directory.path().join("legacy-token");
     std::fs::write(&legacy_token, legacy.access_token()).unwrap();
-    for path in [&token, &legacy_token] {
+    let one_api_token = directory.path().join("one-api-token");
+    std::fs::write(&one_api_token, one_api.access_token()).unwrap();
+    for path in [&token, &legacy_token, &one_api_token] {
         std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
             .unwrap();
     }
@@ -351,11 +357,14 @@ async fn check_config_online_reports_what_each_server_is() {
         format!(
             "[poll]\ntimeout = \"5s\"\n\n[[accounts]]\nname = \"newest\"\nbase_url = \"{}\"\n\
              token_file = \"{}\"\n\n[[accounts]]\nname = \"older\"\nbase_url = \"{}\"\n\
-             token_file = \"{}\"\n{legacy_user_id}\n",
+             token_file = \"{}\"\n{legacy_user_id}\n\n[[accounts]]\nname = \"oneapi\"\n\
+             base_url = \"{}\"\ntoken_file = \"{}\"\n",
             newest.base_url(),
             token.display(),
             legacy.base_url(),
-            legacy_token.display()
+            legacy_token.display(),
+            one_api.base_url(),
+            one_api_token.display()
         )
     };
     std::fs::write(&config, accounts("user_id = 5678")).unwrap();
@@ -407,6 +416,19 @@ async fn check_config_online_reports_what_each_server_is() {
         "{older_report}"
     );
     assert!(older_report.contains("before 2026-07-20"), "{older_report}");
+    assert!(
+        older_report.contains("keys in full (not masked)")
+            && older_report
+                .contains("generation:     new-api from 2025-06-12 (paginated listing) to before"),
+        "{older_report}"
+    );
+    let one_api_report = section("oneapi");
+    assert!(
+        one_api_report.contains("listing:        bare array")
+            && one_api_report.contains("generation:     one-api")
+            && one_api_report.contains("user_id:        not needed"),
+        "{one_api_report}"
+    );
     // Whether each optional route exists is what the server itself says: ask it directly.
     let http = reqwest::Client::new();
     for route in ["/api/user/self", "/api/subscription/self"] {
@@ -451,7 +473,15 @@ async fn check_config_online_reports_what_each_server_is() {
         bad.stdout
     );
     assert!(bad.stderr.contains("account older:"), "{}", bad.stderr);
-    assert!(!bad.stdout.contains(&legacy.access_token()));
+    for secret in [legacy.access_token(), one_api.access_token()] {
+        assert!(!bad.stdout.contains(&secret) && !bad.stderr.contains(&secret));
+    }
+    for record in one_api.tokens() {
+        assert!(
+            !good.stdout.contains(&record.key),
+            "a key value was printed"
+        );
+    }
 
     // Nothing listening: not reachable, named.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

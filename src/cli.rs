@@ -49,11 +49,17 @@ enum Command {
         /// TOML configuration file; without it, COMETAPI_ACCESS_TOKEN defines one account.
         #[arg(long, short = 'c', value_name = "FILE", env = "KEYMON_CONFIG")]
         config: Option<PathBuf>,
+        /// Web config (exporter-toolkit format: TLS, basic auth); wins over [server] web_config_file.
+        #[arg(long = "web.config.file", value_name = "FILE")]
+        web_config_file: Option<PathBuf>,
     },
     /// Validate the configuration and print it with secrets redacted.
     CheckConfig {
         #[arg(long, short = 'c', value_name = "FILE", env = "KEYMON_CONFIG")]
         config: Option<PathBuf>,
+        /// Web config (exporter-toolkit format: TLS, basic auth); wins over [server] web_config_file.
+        #[arg(long = "web.config.file", value_name = "FILE")]
+        web_config_file: Option<PathBuf>,
     },
     /// Poll every account once and print its keys.
     Scan {
@@ -79,6 +85,9 @@ enum Command {
         /// Number of keys in the simulated account.
         #[arg(long, default_value_t = 1_200)]
         keys: usize,
+        /// Web config (exporter-toolkit format): serve the demo over TLS and/or with basic auth.
+        #[arg(long = "web.config.file", value_name = "FILE")]
+        web_config_file: Option<PathBuf>,
     },
 }
 
@@ -102,12 +111,22 @@ pub fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Run { config } => run(config),
-        Command::CheckConfig { config } => check_config(config),
+        Command::Run {
+            config,
+            web_config_file,
+        } => run(config, web_config_file),
+        Command::CheckConfig {
+            config,
+            web_config_file,
+        } => check_config(config, web_config_file),
         Command::Scan { config, output } => scan(config, output),
         Command::Keys(arguments) => crate::keys_command::run(arguments),
         Command::Plan { config, output } => crate::plan_command::run(config, output),
-        Command::Demo { listen, keys } => demo(listen, keys),
+        Command::Demo {
+            listen,
+            keys,
+            web_config_file,
+        } => demo(listen, keys, web_config_file),
     }
 }
 
@@ -125,11 +144,28 @@ pub(crate) fn runtime() -> tokio::runtime::Runtime {
         .expect("the tokio runtime starts")
 }
 
-fn run(path: Option<PathBuf>) -> ExitCode {
-    let config = match load_config(path) {
+/// `--web.config.file`, when given, replaces `[server] web_config_file`.
+fn apply_web_config_flag(
+    config: &mut Config,
+    web_config_file: Option<PathBuf>,
+) -> Result<(), ExitCode> {
+    let Some(path) = web_config_file else {
+        return Ok(());
+    };
+    config.use_web_config_file(&path).map_err(|error| {
+        eprintln!("cometapi-keymon: {error}");
+        ExitCode::from(2)
+    })
+}
+
+fn run(path: Option<PathBuf>, web_config_file: Option<PathBuf>) -> ExitCode {
+    let mut config = match load_config(path) {
         Ok(config) => config,
         Err(code) => return code,
     };
+    if let Err(code) = apply_web_config_flag(&mut config, web_config_file) {
+        return code;
+    }
     init_tracing(&config.log);
     for warning in &config.warnings {
         tracing::warn!("{warning}");
@@ -141,12 +177,16 @@ fn run(path: Option<PathBuf>) -> ExitCode {
         };
         let daemon = match Daemon::bind(config).await {
             Ok(daemon) => daemon,
+            Err(error @ AppError::Tls(_)) => {
+                eprintln!("cometapi-keymon: {error}");
+                return ExitCode::from(2);
+            }
             Err(error) => return failure(error.to_string()),
         };
         match daemon.run(shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             // A token that cannot be sent as a header is a configuration mistake.
-            Err(error @ (AppError::Client(_) | AppError::PolicyState(_))) => {
+            Err(error @ (AppError::Client(_) | AppError::PolicyState(_) | AppError::Tls(_))) => {
                 eprintln!("cometapi-keymon: {error}");
                 ExitCode::from(2)
             }
@@ -155,11 +195,14 @@ fn run(path: Option<PathBuf>) -> ExitCode {
     })
 }
 
-fn check_config(path: Option<PathBuf>) -> ExitCode {
-    let config = match load_config(path) {
+fn check_config(path: Option<PathBuf>, web_config_file: Option<PathBuf>) -> ExitCode {
+    let mut config = match load_config(path) {
         Ok(config) => config,
         Err(code) => return code,
     };
+    if let Err(code) = apply_web_config_flag(&mut config, web_config_file) {
+        return code;
+    }
     for warning in &config.warnings {
         eprintln!("warning: {warning}");
     }
@@ -250,7 +293,7 @@ pub(crate) async fn scan_every_account(
     Ok((snapshots, failed))
 }
 
-fn demo(listen: SocketAddr, keys: usize) -> ExitCode {
+fn demo(listen: SocketAddr, keys: usize, web_config_file: Option<PathBuf>) -> ExitCode {
     init_tracing(&LogConfig {
         level: "info".into(),
         format: LogFormat::Text,
@@ -274,14 +317,24 @@ fn demo(listen: SocketAddr, keys: usize) -> ExitCode {
                 }
             };
         simulator.spawn_traffic(Duration::from_secs(1), shutdown.clone());
-        let config = demo_config(listen, &simulator);
+        let mut config = demo_config(listen, &simulator);
+        if let Err(code) = apply_web_config_flag(&mut config, web_config_file) {
+            return code;
+        }
+        for warning in &config.warnings {
+            tracing::warn!("{warning}");
+        }
         let daemon = match Daemon::bind(config).await {
             Ok(daemon) => daemon,
+            Err(error @ AppError::Tls(_)) => {
+                eprintln!("cometapi-keymon: {error}");
+                return ExitCode::from(2);
+            }
             Err(error) => {
                 return failure(format!("{error} (choose another address with --listen)"))
             }
         };
-        let address = crate::http::display_address(daemon.local_addr());
+        let address = crate::http::display_url(daemon.local_addr(), daemon.scheme());
         println!(
             "cometapi-keymon demo: a simulated account with {keys} keys at {}",
             simulator.base_url()

@@ -25,7 +25,7 @@ use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
@@ -38,6 +38,10 @@ pub const HANDSHAKE_FAILURE_SUMMARY_INTERVAL: Duration = Duration::from_secs(10)
 
 /// Concurrent requests on one HTTP/2 connection; a scraper needs one.
 const MAX_HTTP2_STREAMS: u32 = 16;
+/// An idle HTTP/2 connection is pinged this often, and closed when a ping is not answered in
+/// the timeout: a peer that vanished does not keep its connection slot.
+const HTTP2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const HTTP2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// ALPN names.
 const ALPN_HTTP2: &[u8] = b"h2";
@@ -155,11 +159,10 @@ impl TlsServer {
 
     /// The TLS handshake of an accepted connection, within the handshake timeout. A failure
     /// is counted for the summary and logged at debug level only.
-    pub async fn handshake(
-        &self,
-        stream: TcpStream,
-        peer: SocketAddr,
-    ) -> Option<(TlsStream<TcpStream>, bool)> {
+    pub async fn handshake<IO>(&self, stream: IO, peer: SocketAddr) -> Option<(TlsStream<IO>, bool)>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
         let acceptor = TlsAcceptor::from(self.current_config());
         match tokio::time::timeout(self.handshake_timeout, acceptor.accept(stream)).await {
             Ok(Ok(stream)) => {
@@ -493,10 +496,11 @@ impl ClientCertVerifier for AllowedSans {
 /// Serves one accepted connection over TLS: the handshake (abandoned at shutdown), then
 /// HTTP/2 when ALPN chose it or HTTP/1.1 with the header-read timeout. Holds `slot` until the
 /// connection ends.
+/// `IO` is the accepted TCP stream, or whatever the accept loop wraps it in.
 #[allow(clippy::too_many_arguments)]
-pub async fn serve_connection<S>(
+pub async fn serve_connection<IO, S>(
     tls: Arc<TlsServer>,
-    stream: TcpStream,
+    stream: IO,
     peer: SocketAddr,
     service: S,
     header_read_timeout: Duration,
@@ -504,6 +508,7 @@ pub async fn serve_connection<S>(
     shutdown: CancellationToken,
     slot: OwnedSemaphorePermit,
 ) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: hyper::service::Service<
             hyper::Request<hyper::body::Incoming>,
             Response = hyper::Response<crate::http::ResponseBody>,
@@ -526,6 +531,9 @@ pub async fn serve_connection<S>(
         let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .max_concurrent_streams(MAX_HTTP2_STREAMS)
+            // Pings find a peer that vanished (HTTP/2 has no header-read timeout to do it).
+            .keep_alive_interval(HTTP2_KEEP_ALIVE_INTERVAL)
+            .keep_alive_timeout(HTTP2_KEEP_ALIVE_TIMEOUT)
             .serve_connection(io, service);
         watcher.watch(connection).await
     } else {

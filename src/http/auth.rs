@@ -290,6 +290,27 @@ mod tests {
         assert_eq!(auth.check(Some(&value)).await, Verdict::Allowed);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn with_every_check_slot_taken_a_cached_credential_is_still_answered_at_once() {
+        let auth = auth();
+        let good = header("prometheus", "right horse");
+        assert_eq!(auth.check(Some(&good)).await, Verdict::Allowed);
+        // A flood holds both bcrypt slots.
+        let held = Arc::clone(&auth.checks)
+            .acquire_many_owned(MAX_CONCURRENT_PASSWORD_CHECKS as u32)
+            .await
+            .unwrap();
+        let started = tokio::time::Instant::now();
+        assert_eq!(auth.check(Some(&good)).await, Verdict::Allowed);
+        assert_eq!(started.elapsed(), Duration::ZERO, "no wait for a slot");
+        // An uncached password waits for a slot, and gives up after the queue timeout.
+        let other = header("prometheus", "not cached");
+        assert_eq!(auth.check(Some(&other)).await, Verdict::Busy);
+        assert!(started.elapsed() >= PASSWORD_CHECK_QUEUE_TIMEOUT);
+        drop(held);
+        assert_eq!(auth.check(Some(&other)).await, Verdict::Denied);
+    }
+
     #[test]
     fn the_cache_is_bounded_and_evicts_the_oldest() {
         let auth = auth();

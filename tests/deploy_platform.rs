@@ -779,7 +779,7 @@ fn web_config_with_certificates(relative: &str) -> (tempfile::TempDir, PathBuf) 
         "{relative}: relative paths, so the file works wherever it is mounted next to the pair"
     );
     support::tls::write(directory.path(), cert_file, &pair.certificate);
-    support::tls::write(directory.path(), key_file, &pair.key);
+    support::tls::write_key(directory.path(), key_file, &pair.key);
     let path = support::tls::write(directory.path(), "web.yml", &text);
     (directory, path)
 }

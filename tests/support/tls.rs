@@ -81,10 +81,17 @@ pub fn write(directory: &Path, name: &str, text: &str) -> PathBuf {
     path
 }
 
-/// Writes the pair as `server.crt` / `server.key`.
+/// Writes the pair as `server.crt` / `server.key` (owner-only, as a key should be).
 pub fn write_pair(directory: &Path, pair: &Pair) {
     write(directory, "server.crt", &pair.certificate);
-    write(directory, "server.key", &pair.key);
+    write_key(directory, "server.key", &pair.key);
+}
+
+/// Writes a private key, mode 0600.
+pub fn write_key(directory: &Path, name: &str, key: &str) -> PathBuf {
+    let path = write(directory, name, key);
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    path
 }
 
 pub fn bcrypt_hash(password: &str) -> String {

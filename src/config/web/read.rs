@@ -15,6 +15,7 @@ use super::{
     TLS_KEYS,
 };
 use crate::config::error::KeyPath;
+use crate::config::token::readable_by_others_mode;
 use crate::config::ConfigError;
 use crate::secret::Secret;
 
@@ -283,7 +284,20 @@ impl Reader<'_> {
             }
         };
         let private_key = match (key_file, key_inline) {
-            (Some(path), _) => KeySource::File(path),
+            (Some(path), _) => {
+                if let Some(mode) = std::fs::metadata(&path)
+                    .ok()
+                    .and_then(|metadata| readable_by_others_mode(&metadata))
+                {
+                    warnings.push(format!(
+                        "web config {}: key_file {} is readable by group or others (mode \
+                         {mode:04o}); restrict it with chmod 600",
+                        self.path.display(),
+                        path.display()
+                    ));
+                }
+                KeySource::File(path)
+            }
             (None, Some(secret)) => KeySource::Inline(secret),
             (None, None) => {
                 return Err(self.error(

@@ -20,12 +20,17 @@ fn load(
         .unwrap();
     std::fs::write(directory.path().join("server.crt"), certificate.pem()).unwrap();
     std::fs::write(directory.path().join("server.key"), key.serialize_pem()).unwrap();
+    set_mode(&directory.path().join("server.key"), 0o600);
     std::fs::write(directory.path().join("ca.crt"), certificate.pem()).unwrap();
     let path = directory.path().join("web.yml");
     std::fs::write(&path, yaml).unwrap();
     let mut warnings = Vec::new();
     let result = load_web_config(&path, None, &mut warnings);
     (directory, result, warnings)
+}
+
+fn set_mode(path: &std::path::Path, mode: u32) {
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
 }
 
 const TLS: &str = "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n";
@@ -235,5 +240,19 @@ fn an_empty_header_value_means_unset() {
     assert_eq!(
         web.unwrap().headers,
         [("X-XSS-Protection".to_owned(), "1; mode=block".to_owned())]
+    );
+}
+
+#[test]
+fn a_key_file_readable_by_others_is_a_warning() {
+    let (directory, web, warnings) = load(TLS);
+    assert!(web.is_ok() && warnings.is_empty(), "{warnings:?}");
+    set_mode(&directory.path().join("server.key"), 0o644);
+    let mut warnings = Vec::new();
+    load_web_config(&directory.path().join("web.yml"), None, &mut warnings).unwrap();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("server.key is readable by group or others (mode 0644)"),
+        "{warnings:?}"
     );
 }

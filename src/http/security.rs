@@ -61,11 +61,10 @@ impl WebSecurity {
             return Ok(WebSecurity::none());
         };
         let tls = match &web.tls {
-            Some(settings) => Some(Arc::new(TlsServer::new(
-                settings.clone(),
-                web.http2,
-                handshake_timeout,
-            )?)),
+            Some(settings) => Some(Arc::new(
+                TlsServer::new(settings.clone(), web.http2, handshake_timeout)
+                    .map_err(|error| error.in_file(&web.path))?,
+            )),
             None => None,
         };
         let basic_auth = (!web.users.is_empty()).then(|| Arc::new(BasicAuth::new(&web.users)));

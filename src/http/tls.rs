@@ -101,6 +101,13 @@ impl FilesState {
 #[error("{0}")]
 pub struct TlsSetupError(String);
 
+impl TlsSetupError {
+    /// The same error, saying which web config file it is about.
+    pub fn in_file(self, path: &std::path::Path) -> TlsSetupError {
+        TlsSetupError(format!("{}: {}", path.display(), self.0))
+    }
+}
+
 impl TlsServer {
     /// Loads the material and builds the first configuration.
     pub fn new(

@@ -3,7 +3,8 @@
 //! probes, extra headers, bad credentials that never reach the exposition code, a cached
 //! credential that a password flood cannot delay, the client-certificate policies and the SAN
 //! allow-list, a certificate swapped on disk served to the next connection (and a broken one
-//! not), HTTP/2 by ALPN, and a TLS handshake that never finishes closed after the timeout.
+//! not), HTTP/2 by ALPN (scrapes over it, an idle connection closed), and a TLS handshake that
+//! never finishes closed after the timeout.
 
 mod support;
 
@@ -546,5 +547,95 @@ async fn a_tls_handshake_that_never_finishes_is_closed_and_does_not_block_scrape
     }
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(healthz_status(&client, &served).await, Ok(200));
+    served.daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_style_scrapes_work_over_http2_with_basic_auth() {
+    let directory = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("test CA");
+    write_pair(directory.path(), &ca.server("keymon"));
+    let served = serve_with(
+        directory.path(),
+        &tls_and_users_yaml(),
+        Duration::from_secs(5),
+    )
+    .await;
+    let client = https_client(&ca.certificate, None);
+    let text = wait_for_first_poll(&client, &served).await;
+    assert!(!Metrics::parse(&text).key_series().is_empty());
+    for gzip in [false, true] {
+        let mut request = client
+            .get(served.url("/metrics"))
+            .basic_auth(USER, Some(PASSWORD));
+        if gzip {
+            request = request.header("accept-encoding", "gzip");
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(
+            response.version(),
+            reqwest::Version::HTTP_2,
+            "ALPN chose h2"
+        );
+        assert_eq!(response.status(), 200);
+        let body = response.bytes().await.unwrap();
+        if gzip {
+            assert_eq!(&body[..2], &[0x1f, 0x8b], "a gzip body");
+        } else {
+            assert!(Metrics::parse(std::str::from_utf8(&body).unwrap()).up("main") == 1.0);
+        }
+    }
+    let refused = client.get(served.url("/metrics")).send().await.unwrap();
+    assert_eq!(refused.version(), reqwest::Version::HTTP_2);
+    assert_eq!(refused.status(), 401);
+    assert_eq!(refused.headers()["www-authenticate"], "Basic");
+    served.daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http2_connection_is_closed_like_an_idle_http1_one() {
+    use rustls::pki_types::pem::PemObject;
+    let directory = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("test CA");
+    write_pair(directory.path(), &ca.server("keymon"));
+    let yaml = "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n";
+    let served = serve_with(directory.path(), yaml, Duration::from_secs(1)).await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from_pem_slice(ca.certificate.as_bytes()).unwrap())
+        .unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", served.daemon.address.port()))
+        .await
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut stream = connector.connect(name, stream).await.unwrap();
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    // The client never sends its preface or a request; the server sends its SETTINGS, then
+    // gives up on the connection after one or two idle intervals (1 s each).
+    let started = tokio::time::Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(6), async {
+        let mut buffer = [0u8; 1024];
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "an idle HTTP/2 connection must be closed");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "not before it was idle"
+    );
     served.daemon.stop().await;
 }

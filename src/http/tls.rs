@@ -535,14 +535,7 @@ pub async fn serve_connection<IO, S>(
     };
     let io = TokioIo::new(stream);
     let result = if http2 {
-        let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .max_concurrent_streams(MAX_HTTP2_STREAMS)
-            // Pings find a peer that vanished (HTTP/2 has no header-read timeout to do it).
-            .keep_alive_interval(HTTP2_KEEP_ALIVE_INTERVAL)
-            .keep_alive_timeout(HTTP2_KEEP_ALIVE_TIMEOUT)
-            .serve_connection(io, service);
-        watcher.watch(connection).await
+        serve_http2(io, service, header_read_timeout, watcher, shutdown).await
     } else {
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
@@ -554,4 +547,73 @@ pub async fn serve_connection<IO, S>(
         tracing::debug!(%peer, %error, "TLS connection ended with an error");
     }
     drop(slot);
+}
+
+/// HTTP/2 has no header-read timeout, so an idle connection is closed here instead: when no
+/// request arrived during a whole `idle_timeout`, the connection is shut down gracefully
+/// (GOAWAY; streams in progress finish), as an idle HTTP/1 keep-alive connection is closed by
+/// the header-read timeout. A connection that never made a request is dropped one interval
+/// later. Shutdown
+/// of the server does the same. `watcher` is held until the end, so the server's drain waits
+/// for this connection.
+async fn serve_http2<IO, S>(
+    io: TokioIo<IO>,
+    service: S,
+    idle_timeout: Duration,
+    watcher: Watcher,
+    shutdown: CancellationToken,
+) -> Result<(), hyper::Error>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = hyper::Response<crate::http::ResponseBody>,
+            Error = std::convert::Infallible,
+        > + Send
+        + Clone
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let requests = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&requests);
+    let counting = hyper::service::service_fn(move |request| {
+        counted.fetch_add(1, Ordering::Relaxed);
+        service.call(request)
+    });
+    let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_HTTP2_STREAMS)
+        // Pings find a peer that vanished.
+        .keep_alive_interval(HTTP2_KEEP_ALIVE_INTERVAL)
+        .keep_alive_timeout(HTTP2_KEEP_ALIVE_TIMEOUT)
+        .serve_connection(io, counting);
+    let mut connection = std::pin::pin!(connection);
+    let mut ticks = tokio::time::interval(idle_timeout);
+    ticks.tick().await;
+    let mut requests_seen = 0;
+    let mut closing = false;
+    let result = loop {
+        tokio::select! {
+            result = connection.as_mut() => break result,
+            _ = shutdown.cancelled(), if !closing => {
+                closing = true;
+                connection.as_mut().graceful_shutdown();
+            }
+            _ = ticks.tick() => {
+                let now = requests.load(Ordering::Relaxed);
+                if closing && now == 0 {
+                    // Never a request (not even the client preface, which a graceful
+                    // shutdown waits for): drop the connection.
+                    break Ok(());
+                }
+                if !closing && now == requests_seen {
+                    closing = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+                requests_seen = now;
+            }
+        }
+    };
+    drop(watcher);
+    result
 }

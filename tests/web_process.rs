@@ -194,7 +194,6 @@ async fn prometheus_scrapes_over_tls_with_basic_auth_and_a_wrong_password_is_dow
         ("keymon-wrong-password", 0.0),
         ("keymon-plain-http", 0.0),
     ];
-    let mut last = String::new();
     loop {
         let up = query(&client, &base, "up").await;
         let seen: Vec<(String, f64)> = up
@@ -212,7 +211,7 @@ async fn prometheus_scrapes_over_tls_with_basic_auth_and_a_wrong_password_is_dow
             );
             break;
         }
-        last = format!("up: {seen:?}; key series: {}", keys.len());
+        let last = format!("up: {seen:?}; key series: {}", keys.len());
         assert!(
             Instant::now() < deadline,
             "Prometheus did not reach the expected targets: {last}\n{}",
@@ -220,7 +219,6 @@ async fn prometheus_scrapes_over_tls_with_basic_auth_and_a_wrong_password_is_dow
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let _ = last;
 
     // Prometheus says why the wrong password is down.
     let targets: Value = serde_json::from_str(

@@ -1,6 +1,6 @@
 //! TLS for the HTTP server: the rustls server configuration built from the web config's
 //! `tls_server_config`, its reload when the certificate, key or client CA files change, the
-//! client-certificate policies by Go's names, and the handshake of each new connection (bounded
+//! client-certificate policies by Go's names (`client_auth`), and the handshake of each new connection (bounded
 //! by a timeout, its failures counted and logged as one summary line per interval).
 //!
 //! Invariants:
@@ -11,6 +11,8 @@
 //!   also in the modes that do not verify it against a CA, as Go does.
 //! - A TLS handshake never holds a connection slot longer than the handshake timeout.
 
+mod client_auth;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,19 +21,14 @@ use std::time::{Duration, SystemTime};
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::Watcher;
-use rustls::client::danger::HandshakeSignatureValid;
-use rustls::crypto::WebPkiSupportedAlgorithms;
-use rustls::pki_types::{CertificateDer, UnixTime};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::server::WebPkiClientVerifier;
-use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ClientAuth, TlsMaterial, TlsSettings};
+use crate::config::TlsSettings;
+use client_auth::client_verifier;
 
 /// How often failed handshakes are summed up in the log (one line, if there were any).
 pub const HANDSHAKE_FAILURE_SUMMARY_INTERVAL: Duration = Duration::from_secs(10);
@@ -314,189 +311,6 @@ impl rustls::server::ResolvesServerCert for SingleCertificate {
         _client_hello: rustls::server::ClientHello<'_>,
     ) -> Option<Arc<rustls::sign::CertifiedKey>> {
         Some(Arc::clone(&self.0))
-    }
-}
-
-fn client_verifier(
-    settings: &TlsSettings,
-    material: &TlsMaterial,
-    provider: &Arc<rustls::crypto::CryptoProvider>,
-) -> Result<Option<Arc<dyn ClientCertVerifier>>, TlsSetupError> {
-    let roots = material.client_roots.clone();
-    let hints: Vec<DistinguishedName> = roots
-        .as_ref()
-        .map(|roots| roots.subjects())
-        .unwrap_or_default();
-    let verifier: Arc<dyn ClientCertVerifier> = match settings.client_auth {
-        ClientAuth::NoClientCert => return Ok(None),
-        ClientAuth::RequestClientCert | ClientAuth::RequireAnyClientCert => {
-            Arc::new(AnyClientCertificate {
-                mandatory: settings.client_auth == ClientAuth::RequireAnyClientCert,
-                hints,
-                algorithms: provider.signature_verification_algorithms,
-            })
-        }
-        ClientAuth::VerifyClientCertIfGiven | ClientAuth::RequireAndVerifyClientCert => {
-            let roots = roots.ok_or_else(|| {
-                TlsSetupError(format!(
-                    "tls_server_config.client_ca_file: {} needs a client CA",
-                    settings.client_auth.name()
-                ))
-            })?;
-            let builder = WebPkiClientVerifier::builder_with_provider(roots, Arc::clone(provider));
-            let builder = if settings.client_auth == ClientAuth::VerifyClientCertIfGiven {
-                builder.allow_unauthenticated()
-            } else {
-                builder
-            };
-            builder.build().map_err(|error| {
-                TlsSetupError(format!(
-                    "tls_server_config.client_ca_file: cannot verify clients with it: {error}"
-                ))
-            })?
-        }
-    };
-    if settings.client_allowed_sans.is_empty() {
-        return Ok(Some(verifier));
-    }
-    Ok(Some(Arc::new(AllowedSans {
-        inner: verifier,
-        allowed: settings.client_allowed_sans.clone(),
-    })))
-}
-
-/// `RequestClientCert` / `RequireAnyClientCert`: any certificate, not checked against a CA,
-/// but its key must sign the handshake.
-#[derive(Debug)]
-struct AnyClientCertificate {
-    mandatory: bool,
-    hints: Vec<DistinguishedName>,
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ClientCertVerifier for AnyClientCertificate {
-    fn client_auth_mandatory(&self) -> bool {
-        self.mandatory
-    }
-
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        &self.hints
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        // Still a certificate: garbage is refused.
-        webpki::EndEntityCert::try_from(end_entity).map_err(|_| {
-            rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
-        })?;
-        Ok(ClientCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
-
-/// `client_allowed_sans`: after the inner policy accepts the certificate, one of its DNS, IP
-/// or URI SANs must equal an allowed value exactly (exporter-toolkit's rule).
-#[derive(Debug)]
-struct AllowedSans {
-    inner: Arc<dyn ClientCertVerifier>,
-    allowed: Vec<String>,
-}
-
-impl AllowedSans {
-    fn matches(&self, end_entity: &CertificateDer<'_>) -> bool {
-        let Ok(certificate) = webpki::EndEntityCert::try_from(end_entity) else {
-            return false;
-        };
-        let dns_or_uri = certificate
-            .valid_dns_names()
-            .chain(certificate.valid_uri_names())
-            .any(|name| self.allowed.iter().any(|allowed| allowed == name));
-        dns_or_uri
-            || self.allowed.iter().any(|allowed| {
-                allowed.parse::<std::net::IpAddr>().is_ok_and(|address| {
-                    let name = rustls::pki_types::ServerName::IpAddress(address.into());
-                    certificate.verify_is_valid_for_subject_name(&name).is_ok()
-                })
-            })
-    }
-}
-
-impl ClientCertVerifier for AllowedSans {
-    fn offer_client_auth(&self) -> bool {
-        self.inner.offer_client_auth()
-    }
-
-    fn client_auth_mandatory(&self) -> bool {
-        self.inner.client_auth_mandatory()
-    }
-
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.inner.root_hint_subjects()
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        let verified = self
-            .inner
-            .verify_client_cert(end_entity, intermediates, now)?;
-        if self.matches(end_entity) {
-            Ok(verified)
-        } else {
-            Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::ApplicationVerificationFailure,
-            ))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
     }
 }
 

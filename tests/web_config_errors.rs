@@ -142,6 +142,18 @@ fn a_yaml_syntax_error_and_a_missing_file_name_where_they_are() {
         "{stderr}"
     );
 
+    // A file that is YAML but not a mapping is about the whole file, not a key.
+    std::fs::write(path.join("web.yml"), "- tls_server_config\n").unwrap();
+    let output = command(&["check-config", "--config", "keymon.toml"], path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("config error in web.yml: expected a mapping of keys, found a list"),
+        "{stderr}"
+    );
+
     std::fs::remove_file(path.join("web.yml")).unwrap();
     let output = command(&["check-config", "--config", "keymon.toml"], path)
         .output()

@@ -24,8 +24,10 @@ pub(super) struct Reader<'a> {
 }
 
 impl Reader<'_> {
+    /// An error at `key` (or about the whole file, at the root).
     pub(super) fn error(&self, key: &KeyPath, reason: impl Into<String>) -> ConfigError {
-        ConfigError::new(Some(self.path.display().to_string()), Some(key), reason)
+        let key = (!key.is_root()).then_some(key);
+        ConfigError::new(Some(self.path.display().to_string()), key, reason)
     }
 
     /// The entries of a mapping (null counts as empty), every key checked against `allowed`.

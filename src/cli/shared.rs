@@ -10,7 +10,7 @@ use std::sync::Arc;
 use clap::ValueEnum;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{scan_account, ApiClient, IgnoreRequests};
+use crate::api::{scan_account, ApiClient, BudgetPool, IgnoreRequests};
 use crate::config::{self, Config, LogConfig, LogFormat};
 use crate::snapshot::Snapshot;
 
@@ -70,9 +70,17 @@ pub async fn scan_every_account(
 ) -> Result<(Vec<Arc<Snapshot>>, bool), ExitCode> {
     let cancel = CancellationToken::new();
     let mut scans = tokio::task::JoinSet::new();
+    // Accounts on one server share its request budget, as in the daemon.
+    let budgets = BudgetPool::for_accounts(
+        config
+            .accounts
+            .iter()
+            .map(|account| (account.base_url.as_str(), account.requests_per_minute)),
+    );
     for (index, account) in config.accounts.iter().enumerate() {
         let settings = config::client_settings(account, &config.poll);
-        let client = match ApiClient::new(settings, Arc::new(IgnoreRequests), cancel.clone()) {
+        let observer = Arc::new(IgnoreRequests);
+        let client = match ApiClient::new_in_pool(settings, observer, cancel.clone(), &budgets) {
             Ok(client) => client,
             Err(error) => {
                 eprintln!("cometapi-keymon: {error}");

@@ -5,6 +5,7 @@
 pub mod deploy;
 pub mod process;
 pub mod tls;
+pub mod tools;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

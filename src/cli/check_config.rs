@@ -1,5 +1,6 @@
 //! `cometapi-keymon check-config`: validates the configuration and prints the effective values
-//! with every secret redacted; warnings go to stderr. `--online` then reaches every account —
+//! with every secret redacted (the web config too: no hash, no key); warnings go to stderr.
+//! `--online` then reaches every account —
 //! one `GET /api/status`, one list page, and one GET per optional route — and reports whether
 //! it is reachable, whether the token is accepted, whether `user_id` is needed, what server
 //! generation it looks like, and what a poll costs at the request budget; exit 1 when any
@@ -13,14 +14,19 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use super::report::plural;
-use super::shared::{print_then, runtime};
+use super::shared::{apply_web_config_flag, print_then, runtime};
 use crate::api::budget::time_from_full_budget;
 use crate::api::scan::PAGE_SIZE;
 use crate::api::{ApiClient, ApiError, AuthProblem, IgnoreRequests, ListingProbe, RouteAnswer};
 use crate::clock::unix_now;
 use crate::config::{self, AccountConfig, Config, TokenFileOverride};
 
-pub fn run(path: Option<PathBuf>, online: bool, token_files: &[String]) -> ExitCode {
+pub fn run(
+    path: Option<PathBuf>,
+    web_config_file: Option<PathBuf>,
+    online: bool,
+    token_files: &[String],
+) -> ExitCode {
     let overrides = match parse_token_files(token_files) {
         Ok(overrides) => overrides,
         Err(message) => {
@@ -28,13 +34,16 @@ pub fn run(path: Option<PathBuf>, online: bool, token_files: &[String]) -> ExitC
             return ExitCode::from(2);
         }
     };
-    let config = match config::load_with_token_files(path.as_deref(), &overrides) {
+    let mut config = match config::load_with_token_files(path.as_deref(), &overrides) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("cometapi-keymon: {error}");
             return ExitCode::from(2);
         }
     };
+    if let Err(code) = apply_web_config_flag(&mut config, web_config_file) {
+        return code;
+    }
     for warning in &config.warnings {
         eprintln!("warning: {warning}");
     }

@@ -52,12 +52,18 @@ enum Command {
         /// KEYMON_SERVER__LISTEN.
         #[arg(long, value_name = "ADDRESS:PORT")]
         listen: Option<SocketAddr>,
+        /// Web config (exporter-toolkit format: TLS, basic auth); wins over [server] web_config_file.
+        #[arg(long = "web.config.file", value_name = "FILE")]
+        web_config_file: Option<PathBuf>,
     },
     /// Validate the configuration and print it with secrets redacted.
     CheckConfig {
         /// TOML configuration file; without it, COMETAPI_ACCESS_TOKEN defines one account.
         #[arg(long, short = 'c', value_name = "FILE", env = "KEYMON_CONFIG")]
         config: Option<PathBuf>,
+        /// Web config (exporter-toolkit format: TLS, basic auth); wins over [server] web_config_file.
+        #[arg(long = "web.config.file", value_name = "FILE")]
+        web_config_file: Option<PathBuf>,
         /// Also reach every account: connect, authenticate (one status and one list request)
         /// and report what the server is; exit 1 when any account fails.
         #[arg(long)]
@@ -96,6 +102,9 @@ enum Command {
         /// Number of keys in the simulated account.
         #[arg(long, default_value_t = 1_200)]
         keys: usize,
+        /// Web config (exporter-toolkit format): serve the demo over TLS and/or with basic auth.
+        #[arg(long = "web.config.file", value_name = "FILE")]
+        web_config_file: Option<PathBuf>,
     },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
@@ -131,16 +140,25 @@ pub fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Run { config, listen } => run::run(config, listen),
+        Command::Run {
+            config,
+            listen,
+            web_config_file,
+        } => run::run(config, listen, web_config_file),
         Command::CheckConfig {
             config,
+            web_config_file,
             online,
             token_file,
-        } => check_config::run(config, online, &token_file),
+        } => check_config::run(config, web_config_file, online, &token_file),
         Command::Scan { config, output } => scan::run(config, output),
         Command::Keys(arguments) => keys::run(arguments),
         Command::Plan { config, output } => plan::run(config, output),
-        Command::Demo { listen, keys } => demo::run(listen, keys),
+        Command::Demo {
+            listen,
+            keys,
+            web_config_file,
+        } => demo::run(listen, keys, web_config_file),
         Command::Completions { shell } => completions::completions(command_definition(), shell),
         Command::Man { output_dir } => completions::manual(command_definition(), output_dir),
     }

@@ -1,23 +1,31 @@
 //! `cometapi-keymon run`: the daemon. Loads the configuration, installs the signal handlers and
 //! hands over to `app::Daemon`; a configuration mistake found only while building (a token that
-//! is not a valid header, an unusable state directory) still exits 2. `--listen` overrides
-//! `[server] listen`; a listen address that is taken says how to choose another.
+//! is not a valid header, an unusable state directory, TLS settings rustls refuses) still exits 2.
+//! `--web.config.file` replaces `[server] web_config_file`; `--listen` overrides `[server]
+//! listen`, and a listen address that is taken says how to choose another.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::shared::{failure, init_tracing, load_config, runtime};
+use super::shared::{apply_web_config_flag, failure, init_tracing, load_config, runtime};
 use crate::app::{AppError, Daemon};
 use crate::shutdown;
 
-pub fn run(path: Option<PathBuf>, listen: Option<SocketAddr>) -> ExitCode {
+pub fn run(
+    path: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    web_config_file: Option<PathBuf>,
+) -> ExitCode {
     let mut config = match load_config(path) {
         Ok(config) => config,
         Err(code) => return code,
     };
     if let Some(listen) = listen {
         config.server.listen = listen;
+    }
+    if let Err(code) = apply_web_config_flag(&mut config, web_config_file) {
+        return code;
     }
     init_tracing(&config.log);
     for warning in &config.warnings {
@@ -35,6 +43,11 @@ pub fn run(path: Option<PathBuf>, listen: Option<SocketAddr>) -> ExitCode {
                     "{error}; choose another address with --listen ADDRESS:PORT, [server] listen \
                      in the configuration file, or KEYMON_SERVER__LISTEN"
                 ))
+            }
+            // The web config's TLS settings cannot be built: a configuration mistake.
+            Err(error @ AppError::Tls(_)) => {
+                eprintln!("cometapi-keymon: {error}");
+                return ExitCode::from(2);
             }
             Err(error) => return failure(error.to_string()),
         };

@@ -131,6 +131,7 @@ requests_per_minute = 50
                 listen: "127.0.0.1:9100".parse().unwrap(),
                 header_read_timeout: Duration::from_secs(3),
                 max_connections: 16,
+                web_config: None,
             }
         );
         assert_eq!(

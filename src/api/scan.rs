@@ -39,6 +39,8 @@ pub struct AccountListing {
     /// Every key of the account, ascending by id.
     pub keys: Vec<KeyState>,
     pub quota_per_unit: f64,
+    /// `enable_data_export` from `/api/status`; `None` when the server does not say.
+    pub data_export_enabled: Option<bool>,
     /// HTTP requests that succeeded for this listing (status plus pages of every pass).
     pub requests: u32,
     /// True when the first pass did not add up and the account was listed again.
@@ -52,7 +54,8 @@ enum PassOutcome {
 
 /// Lists every key of the account behind `client`, as the module doc describes.
 pub async fn scan_account(client: &ApiClient) -> Result<AccountListing, ApiError> {
-    let quota_per_unit = client.quota_per_unit().await?;
+    let facts = client.server_facts().await?;
+    let quota_per_unit = facts.quota_per_unit;
     let mut requests = 1;
     for pass in 1..=2 {
         match scan_pass(client).await? {
@@ -61,6 +64,7 @@ pub async fn scan_account(client: &ApiClient) -> Result<AccountListing, ApiError
                 return Ok(AccountListing {
                     keys,
                     quota_per_unit,
+                    data_export_enabled: facts.data_export_enabled,
                     requests: requests + pages,
                     rescanned: pass > 1,
                 });

@@ -20,6 +20,27 @@ pub const MESSAGE_WINDOW_TOO_LONG: &str = "时间跨度不能超过 1 个月";
 pub const DEFAULT_USER_GROUP: &str = "default";
 const HOUR: i64 = 3_600;
 
+/// Sums of one usage row: requests, quota, tokens.
+#[derive(Debug, Clone, Copy, Default)]
+struct Sums {
+    count: i64,
+    quota: i64,
+    tokens: i64,
+}
+
+impl Sums {
+    fn add(&mut self, record: &UsageRecord) {
+        self.count += 1;
+        self.quota += record.quota;
+        self.tokens += record.tokens;
+    }
+}
+
+/// (bucket start, model, group, token id) of an hourly row.
+type HourlyKey = (i64, String, String, i64);
+/// (token id, group, model) of a flow row.
+type FlowKey = (i64, String, String);
+
 /// Which server the simulator imitates, as far as the account's routes go (reference §13 and
 /// the version matrix of §11). The key routes behave like the newest server in every
 /// generation; only the account routes and their shapes change.
@@ -309,7 +330,7 @@ pub(crate) fn hourly_usage(
     let with_key_columns = settings.generation.has_flow_usage();
     // (bucket, model, group, token id) → (count, quota, tokens); group and token only when the
     // server has those columns.
-    let mut buckets: std::collections::BTreeMap<(i64, String, String, i64), (i64, i64, i64)> =
+    let mut buckets: std::collections::BTreeMap<HourlyKey, Sums> =
         std::collections::BTreeMap::new();
     for record in state.visible(start, end, now) {
         let (group, token_id) = if with_key_columns {
@@ -325,16 +346,17 @@ pub(crate) fn hourly_usage(
                 token_id,
             ))
             .or_default();
-        entry.0 += 1;
-        entry.1 += record.quota;
-        entry.2 += record.tokens;
+        entry.add(record);
     }
     let wallet = &state.wallet;
     let body = json::success_with_data(buckets.len() * 200 + 8, |out| {
         out.push(b'[');
-        for (index, ((bucket, model, group, token_id), (count, quota, tokens))) in
-            buckets.iter().enumerate()
-        {
+        for (index, ((bucket, model, group, token_id), sums)) in buckets.iter().enumerate() {
+            let Sums {
+                count,
+                quota,
+                tokens,
+            } = sums;
             if index > 0 {
                 out.push(b',');
             }
@@ -391,7 +413,7 @@ pub(crate) fn flow_usage(state: &AccountState, query: &Query, now: i64) -> Answe
     if end - start > MAX_USAGE_WINDOW_SECONDS {
         return Answer::controller_error(MESSAGE_WINDOW_TOO_LONG);
     }
-    let mut rows: std::collections::BTreeMap<(i64, String, String), (String, i64, i64, i64)> =
+    let mut rows: std::collections::BTreeMap<FlowKey, (String, Sums)> =
         std::collections::BTreeMap::new();
     for record in state.visible(start, end, now) {
         if record.use_group.is_empty() {
@@ -403,18 +425,26 @@ pub(crate) fn flow_usage(state: &AccountState, query: &Query, now: i64) -> Answe
                 record.use_group.clone(),
                 record.model_name.clone(),
             ))
-            .or_insert_with(|| (record.token_name.clone(), 0, 0, 0));
-        entry.1 += record.tokens;
-        entry.2 += 1;
-        entry.3 += record.quota;
+            .or_insert_with(|| (record.token_name.clone(), Sums::default()));
+        entry.1.add(record);
     }
     let mut ordered: Vec<_> = rows.into_iter().collect();
-    ordered.sort_by(|left, right| right.1 .3.cmp(&left.1 .3).then(left.0.cmp(&right.0)));
+    ordered.sort_by(|left, right| {
+        right
+            .1
+             .1
+            .quota
+            .cmp(&left.1 .1.quota)
+            .then(left.0.cmp(&right.0))
+    });
     let body = json::success_with_data(ordered.len() * 160 + 8, |out| {
         out.push(b'[');
-        for (index, ((token_id, group, model), (token_name, tokens, count, quota))) in
-            ordered.iter().enumerate()
-        {
+        for (index, ((token_id, group, model), (token_name, sums))) in ordered.iter().enumerate() {
+            let Sums {
+                count,
+                quota,
+                tokens,
+            } = sums;
             if index > 0 {
                 out.push(b',');
             }

@@ -325,6 +325,7 @@ fn demo_config(listen: SocketAddr, simulator: &Simulator) -> Config {
             token_source: TokenSource::Env("(built-in simulator)".into()),
             user_id: None,
             requests_per_minute,
+            usage: true,
         }],
         source: ConfigSource::Environment,
         policy: Some(demo_policy()),

@@ -59,6 +59,7 @@ pub fn account_for(name: &str, simulator: &Simulator) -> AccountConfig {
         token_source: TokenSource::Env("TEST_TOKEN".into()),
         user_id: None,
         requests_per_minute: 6_000,
+        usage: true,
     }
 }
 
@@ -79,6 +80,7 @@ pub fn test_config(accounts: Vec<AccountConfig>, schedule: PollSchedule) -> Conf
             max_retries: 1,
             retry_backoff: Duration::from_millis(20),
             max_retry_after: Duration::from_secs(2),
+            usage: true,
         },
         log: LogConfig {
             level: "info".into(),

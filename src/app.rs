@@ -21,7 +21,7 @@ use crate::http::{self, HttpSettings};
 use crate::metrics::Exporter;
 use crate::policy::state::StateError;
 use crate::policy::PolicyEngine;
-use crate::poller::{unix_now, AccountPoller};
+use crate::poller::{unix_now, AccountPoller, Clock};
 use crate::schedule::{self, PollTarget};
 
 /// How long pollers get to notice shutdown before they are aborted.
@@ -48,6 +48,7 @@ pub struct Daemon {
     config: Config,
     listener: TcpListener,
     exporter: Arc<Exporter>,
+    clock: Clock,
 }
 
 impl Daemon {
@@ -60,7 +61,13 @@ impl Daemon {
             exporter: Exporter::new(&config.account_names()),
             config,
             listener,
+            clock: Clock::system(),
         })
+    }
+
+    /// Polls read this clock instead of the system clock (tests move it across midnight).
+    pub fn set_clock(&mut self, clock: Clock) {
+        self.clock = clock;
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -79,6 +86,7 @@ impl Daemon {
             config,
             listener,
             exporter,
+            clock,
         } = self;
         let address = listener
             .local_addr()
@@ -126,6 +134,9 @@ impl Daemon {
                 exporter: exporter.clone(),
                 poll_running,
                 policy: policy.clone(),
+                usage: account.usage,
+                clock: clock.clone(),
+                route_memory: Default::default(),
             };
             pollers.spawn(poller.run(ticks, shutdown.clone()));
         }

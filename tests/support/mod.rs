@@ -288,11 +288,15 @@ impl Metrics {
         )
     }
 
-    /// Only the per-key families (the part that must survive a failed poll unchanged).
+    /// Only the per-key families (the part that must survive a failed poll unchanged), without
+    /// the spend by key and model (`cometapi_key_model_*`, which follows the traffic).
     pub fn key_series(&self) -> BTreeMap<Series, f64> {
         self.series
             .iter()
-            .filter(|(series, _)| series.name.starts_with("cometapi_key_"))
+            .filter(|(series, _)| {
+                series.name.starts_with("cometapi_key_")
+                    && !series.name.starts_with("cometapi_key_model_")
+            })
             .map(|(s, v)| (s.clone(), *v))
             .collect()
     }

@@ -183,7 +183,16 @@ pub async fn start_daemon_for(simulator: &Simulator, schedule: PollSchedule) -> 
 }
 
 pub async fn start_daemon(config: Config) -> TestDaemon {
-    let daemon = Daemon::bind(config).await.expect("daemon binds");
+    start_daemon_with_clock(config, cometapi_keymon::poller::Clock::system()).await
+}
+
+/// A daemon whose polls read `clock` (tests move it across midnight with the simulator's).
+pub async fn start_daemon_with_clock(
+    config: Config,
+    clock: cometapi_keymon::poller::Clock,
+) -> TestDaemon {
+    let mut daemon = Daemon::bind(config).await.expect("daemon binds");
+    daemon.set_clock(clock);
     let address = daemon.local_addr();
     let exporter = daemon.exporter();
     let shutdown = CancellationToken::new();
@@ -289,13 +298,12 @@ impl Metrics {
     }
 
     /// Only the per-key families (the part that must survive a failed poll unchanged), without
-    /// the spend by key and model (`cometapi_key_model_*`, which follows the traffic).
+    /// the spend by key and model (`cometapi_key_model_*_total`, which follows the traffic).
     pub fn key_series(&self) -> BTreeMap<Series, f64> {
         self.series
             .iter()
             .filter(|(series, _)| {
-                series.name.starts_with("cometapi_key_")
-                    && !series.name.starts_with("cometapi_key_model_")
+                series.name.starts_with("cometapi_key_") && !is_key_model_spend(&series.name)
             })
             .map(|(s, v)| (s.clone(), *v))
             .collect()
@@ -308,6 +316,22 @@ impl Metrics {
             .collect::<Vec<_>>()
             .join("\n")
     }
+}
+
+/// `cometapi_key_model_used_quota_total`, `_requests_total`, `_tokens_total` (not
+/// `cometapi_key_model_restricted`).
+pub fn is_key_model_spend(name: &str) -> bool {
+    name.starts_with("cometapi_key_model_") && name.ends_with("_total")
+}
+
+/// Polls (complete and failed) of an account so far.
+pub fn poll_count(metrics: &Metrics, account: &str) -> f64 {
+    metrics
+        .get(
+            "cometapi_poll_duration_seconds_count",
+            &[("account", account)],
+        )
+        .unwrap_or(0.0)
 }
 
 fn parse_sample(line: &str) -> (Series, f64) {

@@ -1,5 +1,8 @@
 //! Benchmark: requests per complete poll, poll wall time, /metrics size, scrape latency and
-//! the daemon's peak RSS, for 1k, 10k and 100k keys.
+//! the daemon's peak RSS, for 1k, 10k and 100k keys; each size once with `[poll] usage = false`
+//! and once with usage on and today's spend recorded for every key on 2 of 20 models (so the
+//! spend by key and model adds 2 × 3 series per key), which shows what the account's money reads
+//! add per poll (wallet, usage, subscriptions, plans) and per scrape.
 //!
 //! Run with `cargo bench --bench poll_and_scrape` (add `-- 1000 10000` to choose sizes). The
 //! simulated management API runs in this process; the daemon is the release binary in its own
@@ -12,13 +15,19 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cometapi_keymon::simulator::{Simulator, SimulatorConfig};
+use cometapi_keymon::simulator::{Simulator, SimulatorConfig, UsageRecord};
+
+/// Models the spend is spread over; each key spends on two of them.
+const MODELS: usize = 20;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_cometapi-keymon");
 
 struct Figures {
     keys: usize,
+    usage: bool,
     requests: usize,
+    /// Requests to the account's routes (/api/user, /api/data, /api/subscription).
+    money_requests: usize,
     poll_seconds: f64,
     metrics_bytes: usize,
     gzip_bytes: usize,
@@ -46,16 +55,20 @@ fn main() {
         .unwrap();
     let mut results = Vec::new();
     for keys in sizes {
-        results.push(runtime.block_on(measure(keys)));
+        for usage in [false, true] {
+            results.push(runtime.block_on(measure(keys, usage)));
+        }
     }
     println!();
-    println!("| keys | requests/poll | poll wall time | /metrics size (gzip) | series | scrape gzip median / p99 | scrape plain median / p99 | daemon peak RSS |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for figures in results {
+    println!("| keys | usage | requests/poll (of them account routes) | poll wall time | /metrics size (gzip) | series | scrape gzip median / p99 | scrape plain median / p99 | daemon peak RSS |");
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|");
+    for figures in &results {
         println!(
-            "| {} | {} (ceil(N/100)+1 = {}) | {:.2} s | {:.1} MB ({:.1} MB) | {} | {:.2} / {:.2} ms | {:.1} / {:.1} ms | {:.1} MiB |",
+            "| {} | {} | {} ({}; ceil(N/100)+1 = {}) | {:.2} s | {:.1} MB ({:.1} MB) | {} | {:.2} / {:.2} ms | {:.1} / {:.1} ms | {:.1} MiB |",
             figures.keys,
+            if figures.usage { "on, 2 of 20 models per key" } else { "off" },
             figures.requests,
+            figures.money_requests,
             figures.keys.div_ceil(100) + 1,
             figures.poll_seconds,
             figures.metrics_bytes as f64 / 1e6,
@@ -68,10 +81,22 @@ fn main() {
             figures.peak_rss_mib,
         );
     }
+    for pair in results.chunks(2) {
+        if let [off, on] = pair {
+            println!(
+                "{} keys: usage on adds {} series, {:.1} MB of text ({:.2} MB gzip), {} requests per poll",
+                off.keys,
+                on.series as i64 - off.series as i64,
+                (on.metrics_bytes as f64 - off.metrics_bytes as f64) / 1e6,
+                (on.gzip_bytes as f64 - off.gzip_bytes as f64) / 1e6,
+                on.requests as i64 - off.requests as i64,
+            );
+        }
+    }
 }
 
-async fn measure(keys: usize) -> Figures {
-    eprintln!("seeding a simulated account with {keys} keys ...");
+async fn measure(keys: usize, usage: bool) -> Figures {
+    eprintln!("seeding a simulated account with {keys} keys (usage {usage}) ...");
     let simulator = Simulator::start(
         SimulatorConfig {
             keys,
@@ -82,6 +107,26 @@ async fn measure(keys: usize) -> Figures {
     )
     .await
     .expect("simulator starts");
+    if usage {
+        let now = simulator.now();
+        for (index, token) in simulator.tokens().into_iter().enumerate() {
+            for model in [index % MODELS, (index + 7) % MODELS] {
+                simulator.record_usage(UsageRecord {
+                    at: now - 60,
+                    token_id: token.id,
+                    token_name: token.name.clone(),
+                    use_group: if token.group.is_empty() {
+                        "default".into()
+                    } else {
+                        token.group.clone()
+                    },
+                    model_name: format!("model-{model:02}"),
+                    quota: 1_000 + index as i64,
+                    tokens: 100 + model as i64,
+                });
+            }
+        }
+    }
     let directory = tempfile::tempdir().unwrap();
     let token_file = directory.path().join("token");
     std::fs::write(&token_file, simulator.access_token()).unwrap();
@@ -94,10 +139,10 @@ async fn measure(keys: usize) -> Figures {
     std::fs::write(
         &config,
         format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[poll]\ninterval = \"1h\"\ntimeout = \"30s\"\nrequests_per_minute = 1000000\n\
+            "[server]\nlisten = \"127.0.0.1:0\"\n[poll]\ninterval = \"1h\"\ntimeout = \"30s\"\nrequests_per_minute = 1000000\nusage = {usage}\n\
              [log]\nlevel = \"warn,cometapi_keymon::app=info\"\n[[accounts]]\nname = \"bench\"\nbase_url = \"{}\"\ntoken_file = \"{}\"\n",
             simulator.base_url(),
-            token_file.display()
+            token_file.display(),
         ),
     )
     .unwrap();
@@ -163,6 +208,15 @@ async fn measure(keys: usize) -> Figures {
     );
     let series = text.lines().filter(|line| !line.starts_with('#')).count();
     let requests = simulator.requests().len();
+    let money_requests = simulator
+        .requests()
+        .iter()
+        .filter(|request| {
+            ["/api/user/", "/api/data/", "/api/subscription/"]
+                .iter()
+                .any(|prefix| request.path.starts_with(prefix))
+        })
+        .count();
 
     let mut gzip_timings = Vec::new();
     let mut gzip_bytes = 0;
@@ -204,7 +258,9 @@ async fn measure(keys: usize) -> Figures {
     let (plain_median_ms, plain_p99_ms) = median_and_p99(&mut plain_timings);
     Figures {
         keys,
+        usage,
         requests,
+        money_requests,
         poll_seconds,
         metrics_bytes: text.len(),
         gzip_bytes,

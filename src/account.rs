@@ -1,19 +1,12 @@
 //! The account's money, as the pure domain model: the wallet every key draws from, today's spend
 //! (by key and model where the server records it, else by model), and the subscription plans.
 //!
-//! No I/O and no clock: the UTC day is computed from a `now` parameter. An [`AccountMoney`]
+//! No I/O and no clock: the UTC day is a parameter (`day_start`, 00:00 UTC, which the edges
+//! compute with `clock::utc_day_start`). An [`AccountMoney`]
 //! travels inside the account's `Snapshot`; `None` in one of its parts means "nothing to
 //! export" (the server has no such route, its data export is off, or usage is turned off).
 
 use std::collections::{BTreeMap, HashMap};
-
-/// Seconds in a UTC day (Unix time has no leap seconds).
-pub const SECONDS_PER_DAY: i64 = 86_400;
-
-/// 00:00 UTC of the day `now` falls in.
-pub fn utc_day_start(now: i64) -> i64 {
-    now - now.rem_euclid(SECONDS_PER_DAY)
-}
 
 /// `/api/user/self`: the account's wallet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -196,12 +189,12 @@ pub struct AccountMoney {
 }
 
 impl AccountMoney {
-    /// Today's spend as of `now`: the read's value, or `None` once the day it covers is over (a
-    /// kept value from yesterday must not stand in for today's counters).
-    pub fn spend_today(&self, now: i64) -> Option<&DailySpend> {
+    /// The spend if it covers the UTC day starting at `day_start`, else `None` (a kept value
+    /// from yesterday must not stand in for today's counters).
+    pub fn spend_of_day(&self, day_start: i64) -> Option<&DailySpend> {
         self.spend
             .as_ref()
-            .filter(|spend| spend.day_start == utc_day_start(now))
+            .filter(|spend| spend.day_start == day_start)
     }
 }
 
@@ -228,15 +221,6 @@ mod tests {
             tokens: quota / 10,
             quota,
         }
-    }
-
-    #[test]
-    fn the_utc_day_starts_at_midnight_also_before_1970() {
-        assert_eq!(utc_day_start(0), 0);
-        assert_eq!(utc_day_start(86_399), 0);
-        assert_eq!(utc_day_start(86_400), 86_400);
-        assert_eq!(utc_day_start(1_764_633_599), 1_764_547_200);
-        assert_eq!(utc_day_start(-1), -86_400);
     }
 
     #[test]
@@ -272,8 +256,8 @@ mod tests {
             spend: Some(DailySpend::by_model(86_400, 90_000, Vec::new())),
             ..AccountMoney::default()
         };
-        assert!(money.spend_today(90_001).is_some());
-        assert!(money.spend_today(2 * 86_400).is_none());
+        assert!(money.spend_of_day(86_400).is_some());
+        assert!(money.spend_of_day(2 * 86_400).is_none());
     }
 
     #[test]

@@ -10,9 +10,9 @@
 //! never delays another. The scheduler marks `poll_running` before it sends a tick; the poller
 //! clears it when the poll has ended, so a tick arriving in between is skipped and counted.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -21,34 +21,10 @@ use crate::account::AccountMoney;
 use crate::api::{
     read_account_money, scan_account, AccountRouteMemory, ApiClient, ApiError, PartialFailure,
 };
+use crate::clock::Clock;
 use crate::metrics::Exporter;
 use crate::policy::PolicyEngine;
 use crate::snapshot::Snapshot;
-
-/// The wall clock polls read: the system clock, or (in tests) the system clock moved by a shared
-/// offset, so a test can take the daemon and the simulator across midnight together.
-#[derive(Debug, Clone, Default)]
-pub struct Clock {
-    offset_seconds: Arc<AtomicI64>,
-}
-
-impl Clock {
-    pub fn system() -> Clock {
-        Clock::default()
-    }
-
-    /// A clock `offset` seconds off the system clock; whoever holds `offset` may move it.
-    pub fn offset_by(offset: Arc<AtomicI64>) -> Clock {
-        Clock {
-            offset_seconds: offset,
-        }
-    }
-
-    /// Unix seconds.
-    pub fn now(&self) -> i64 {
-        unix_now() + self.offset_seconds.load(Ordering::SeqCst)
-    }
-}
 
 /// One complete poll of an account.
 #[derive(Debug)]
@@ -175,12 +151,4 @@ impl AccountPoller {
             }
         }
     }
-}
-
-/// Seconds since the Unix epoch.
-pub fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_secs() as i64)
-        .unwrap_or(0)
 }

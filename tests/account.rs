@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cometapi_keymon::api::REQUESTS_PER_POLL_BEYOND_PAGES;
-use cometapi_keymon::poller::Clock;
+use cometapi_keymon::clock::Clock;
 use cometapi_keymon::simulator::{
     hour_bucket, Fault, FaultEndpoint, FaultKind, FaultTimes, ServerGeneration, Simulator,
     SimulatorConfig, UsageRecord, SIMULATED_MODELS,

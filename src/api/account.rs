@@ -24,12 +24,12 @@ use reqwest::Method;
 use serde::de::DeserializeOwned;
 
 use crate::account::{
-    utc_day_start, with_plan_titles, AccountMoney, DailySpend, KeyModelSpend, ModelSpend,
-    Subscription, Wallet,
+    with_plan_titles, AccountMoney, DailySpend, KeyModelSpend, ModelSpend, Subscription, Wallet,
 };
 use crate::api::error::{ApiError, Endpoint};
 use crate::api::wire::{FlowRow, HourlyRow, PlanItem, SubscriptionSelf, UserSelf};
 use crate::api::{decode_envelope, ApiClient};
+use crate::clock::utc_day_start;
 
 /// Requests of a complete poll beyond the list pages: status, wallet, usage, subscriptions.
 pub const REQUESTS_PER_POLL_BEYOND_PAGES: u32 = 4;
@@ -231,7 +231,11 @@ pub async fn read_account_money(
     let mut failures = Vec::new();
 
     let day_start = utc_day_start(now);
-    let kept_spend = || previous.and_then(|money| money.spend_today(now)).cloned();
+    let kept_spend = || {
+        previous
+            .and_then(|money| money.spend_of_day(day_start))
+            .cloned()
+    };
     let (ask_flow, ask_hourly, hourly_known) = {
         let mut memory = memory
             .lock()

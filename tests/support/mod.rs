@@ -183,13 +183,13 @@ pub async fn start_daemon_for(simulator: &Simulator, schedule: PollSchedule) -> 
 }
 
 pub async fn start_daemon(config: Config) -> TestDaemon {
-    start_daemon_with_clock(config, cometapi_keymon::poller::Clock::system()).await
+    start_daemon_with_clock(config, cometapi_keymon::clock::Clock::system()).await
 }
 
 /// A daemon whose polls read `clock` (tests move it across midnight with the simulator's).
 pub async fn start_daemon_with_clock(
     config: Config,
-    clock: cometapi_keymon::poller::Clock,
+    clock: cometapi_keymon::clock::Clock,
 ) -> TestDaemon {
     let mut daemon = Daemon::bind(config).await.expect("daemon binds");
     daemon.set_clock(clock);

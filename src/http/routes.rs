@@ -1,104 +1,21 @@
-//! The HTTP server (hyper 1): `/metrics`, `/healthz`, `/readyz` and `/`.
-//!
-//! One task accepts connections until shutdown; each connection is served by hyper's HTTP/1
-//! machinery with a header-read timeout (slow clients cannot hold connections open) and counted
-//! against `max_connections`. On shutdown the listener closes at once and open connections get
-//! a few seconds to finish their response.
+//! What each path answers: `/metrics` (the cached families, gzip-framed or inflated for plain
+//! clients, plus the per-scrape health text), `/healthz`, `/readyz` (503 naming the accounts
+//! without a complete poll), `/` (the status page) and 405/404 for the rest. Each route reads
+//! the `Exporter` and never waits for a poll.
 
 use std::collections::VecDeque;
-use std::convert::Infallible;
 use std::fmt::Write as _;
-use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ACCEPT_ENCODING, ALLOW, CONTENT_ENCODING, CONTENT_TYPE, VARY};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
 
-use crate::exposition::PlainText;
+use super::ResponseBody;
+use crate::clock::unix_now;
 use crate::metrics::{self, Exporter};
 
-/// How long open connections may take to finish after shutdown begins.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
-
-#[derive(Debug, Clone)]
-pub struct HttpSettings {
-    pub header_read_timeout: Duration,
-    pub max_connections: usize,
-}
-
-/// Serves until `shutdown` is cancelled, then drains open connections for `SHUTDOWN_GRACE`.
-pub async fn serve(
-    listener: TcpListener,
-    exporter: Arc<Exporter>,
-    settings: HttpSettings,
-    shutdown: CancellationToken,
-) {
-    let graceful = GracefulShutdown::new();
-    let connection_slots = Arc::new(Semaphore::new(settings.max_connections.max(1)));
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                // Usually EMFILE: back off instead of spinning.
-                tracing::warn!(%error, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        // The response goes out in several writes (head, cached stream, tail); without
-        // TCP_NODELAY the last small one can wait ~40 ms for a delayed ACK.
-        if let Err(error) = stream.set_nodelay(true) {
-            tracing::debug!(%peer, %error, "cannot set TCP_NODELAY");
-        }
-        let Ok(slot) = Arc::clone(&connection_slots).try_acquire_owned() else {
-            tracing::warn!(%peer, limit = settings.max_connections, "too many open connections; closing a new one");
-            continue;
-        };
-        let exporter = Arc::clone(&exporter);
-        let connection = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(settings.header_read_timeout)
-            .serve_connection(
-                TokioIo::new(stream),
-                service_fn(move |request| {
-                    let exporter = Arc::clone(&exporter);
-                    async move { Ok::<_, Infallible>(route(&request, &exporter)) }
-                }),
-            );
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%peer, %error, "connection ended with an error");
-            }
-            drop(slot);
-        });
-    }
-    drop(listener);
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("open HTTP connections did not finish in time; closing them");
-    }
-}
-
-fn route(request: &Request<Incoming>, exporter: &Exporter) -> Response<ResponseBody> {
+pub(super) fn route(request: &Request<Incoming>, exporter: &Exporter) -> Response<ResponseBody> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
         let mut response =
             text_response(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n".into());
@@ -184,10 +101,7 @@ fn readiness_response(exporter: &Exporter) -> Response<ResponseBody> {
 }
 
 fn index_response(exporter: &Exporter) -> Response<ResponseBody> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_secs() as i64)
-        .unwrap_or(0);
+    let now = unix_now();
     let mut html = String::from(concat!(
         "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>cometapi-keymon</title></head><body>\n",
         "<h1>cometapi-keymon ",
@@ -250,54 +164,6 @@ fn text_response(status: StatusCode, text: String) -> Response<ResponseBody> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
-}
-
-/// A response body: ready byte chunks, or the cached families inflated on the fly followed by
-/// the health text.
-pub enum ResponseBody {
-    Parts(VecDeque<Bytes>),
-    Plain {
-        text: Box<PlainText>,
-        tail: Option<Bytes>,
-    },
-}
-
-impl hyper::body::Body for ResponseBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        _context: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        let next = match self.get_mut() {
-            ResponseBody::Parts(parts) => parts.pop_front(),
-            ResponseBody::Plain { text, tail } => text.next().or_else(|| tail.take()),
-        };
-        Poll::Ready(next.map(|chunk| Ok(Frame::data(chunk))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        matches!(self, ResponseBody::Parts(parts) if parts.is_empty())
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            ResponseBody::Parts(parts) => {
-                SizeHint::with_exact(parts.iter().map(|part| part.len() as u64).sum())
-            }
-            ResponseBody::Plain { .. } => SizeHint::default(),
-        }
-    }
-}
-
-/// The address the server is reachable at, for log lines and the demo banner.
-pub fn display_address(address: SocketAddr) -> String {
-    if address.ip().is_unspecified() {
-        format!("http://127.0.0.1:{}", address.port())
-    } else {
-        format!("http://{address}")
-    }
 }
 
 #[cfg(test)]

@@ -45,6 +45,10 @@ pub struct AccountView {
     pub wallet: Option<Wallet>,
     /// Quota units per US dollar of the last complete poll.
     pub quota_per_unit: Option<f64>,
+    /// Quota spent today as of the last complete poll (`None` when the spend is not read).
+    pub spent_today: Option<i64>,
+    /// Active subscriptions as of the last complete poll (`None` without the routes).
+    pub active_subscriptions: Option<usize>,
 }
 
 /// The per-key text plus the health text of one scrape.
@@ -232,6 +236,18 @@ impl Exporter {
             entry.view.last_error = None;
             entry.view.wallet = snapshot.money.wallet.clone();
             entry.view.quota_per_unit = Some(snapshot.quota_per_unit);
+            entry.view.spent_today = snapshot
+                .money
+                .spend
+                .as_ref()
+                .map(|spend| spend.total_quota());
+            entry.view.active_subscriptions =
+                snapshot.money.subscriptions.as_ref().map(|subscriptions| {
+                    subscriptions
+                        .iter()
+                        .filter(|subscription| subscription.status == "active")
+                        .count()
+                });
             entry.snapshot = Some(Arc::clone(&snapshot));
         }
         self.poll_duration

@@ -209,6 +209,22 @@ async fn wallet_and_todays_spend_by_key_and_model_equal_the_simulators_records()
             (subscription.next_reset_time > 0).then_some(subscription.next_reset_time as f64)
         );
     }
+    // The status page shows the wallet.
+    let page = reqwest::get(daemon.url("/"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let wallet_now = simulator.wallet();
+    assert!(
+        page.contains(&format!(
+            "{} units ({:.2} USD)",
+            wallet_now.quota,
+            wallet_now.quota as f64 / simulator.quota_per_unit()
+        )),
+        "{page}"
+    );
     // Plans are read at most once an hour, however many polls ran.
     let polls = simulator
         .requests()

@@ -288,6 +288,91 @@ async fn the_token_and_key_values_never_appear_in_logs_metrics_errors_or_output(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scan_prints_the_wallet_spend_and_subscriptions_and_warns_when_a_part_fails() {
+    use cometapi_keymon::simulator::{Fault, FaultEndpoint, FaultKind, FaultTimes};
+    let simulator = start_simulator(20).await;
+    let spender = seeded_id(&simulator, "never-used");
+    simulator
+        .consume_model(spender, "claude-sonnet-4", 1_000_000, 50)
+        .unwrap();
+    let directory = tempfile::tempdir().unwrap();
+    let config = write_config(directory.path(), &simulator, "");
+    let path = config.to_str().unwrap();
+    let (code, json, stderr) = run_to_end(&["scan", "--config", path, "--output", "json"], &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let document: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let wallet = simulator.wallet();
+    let money = &document["accounts"][0];
+    assert_eq!(money["wallet"]["quota"], wallet.quota);
+    assert_eq!(
+        money["wallet"]["quota_usd"],
+        wallet.quota as f64 / 500_000.0
+    );
+    assert_eq!(
+        money["spend_today"]["by_model"][0]["model"],
+        "claude-sonnet-4"
+    );
+    assert_eq!(money["spend_today"]["usd"], 2.0);
+    assert_eq!(document["keys"].as_array().map(Vec::len), Some(20));
+
+    // The spend read fails: the keys and the wallet are still printed, with a warning, exit 0.
+    simulator.push_fault(Fault {
+        endpoint: FaultEndpoint::FlowUsage,
+        page: None,
+        times: FaultTimes::Always,
+        kind: FaultKind::HttpStatus {
+            status: 503,
+            body: String::new(),
+            retry_after: None,
+        },
+    });
+    let (code, table, stderr) = run_to_end(&["scan", "--config", path], &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(table.contains("main: wallet "), "{table}");
+    assert!(!table.contains("spent today"), "{table}");
+    assert!(
+        stderr.contains("warning: account main: GET /api/data/flow/self: HTTP 503"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_shows_the_wallet_a_subscription_and_todays_spend_by_key_and_model() {
+    let daemon = DaemonProcess::start(&["demo", "--listen", "127.0.0.1:0", "--keys", "60"], &[]);
+    let metrics = daemon
+        .wait_for_metrics("the money families", |metrics| {
+            !metrics
+                .family("cometapi_key_model_used_quota_total")
+                .is_empty()
+        })
+        .await;
+    assert_eq!(metrics.family("cometapi_account_quota").len(), 1);
+    let subscriptions = metrics.family("cometapi_subscription_info");
+    assert!(
+        subscriptions
+            .keys()
+            .any(|series| series.label("status") == Some("active")
+                && series.label("plan") == Some("Pro monthly")),
+        "{subscriptions:?}"
+    );
+    let models: std::collections::BTreeSet<&str> = metrics
+        .series
+        .keys()
+        .filter(|series| series.name == "cometapi_key_model_used_quota_total")
+        .filter_map(|series| series.label("model"))
+        .collect();
+    assert!(
+        models.len() >= 5,
+        "spend on every simulated model: {models:?}"
+    );
+    let (status, page) = daemon.get("/").await;
+    assert_eq!(status, 200);
+    assert!(page.contains(" units (") && page.contains("USD)"), "{page}");
+    let (clean, _, logs) = daemon.terminate();
+    assert!(clean, "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scan_exits_1_when_the_token_is_refused() {
     let simulator = start_simulator(10).await;
     let directory = tempfile::tempdir().unwrap();

@@ -10,8 +10,10 @@ use std::sync::Arc;
 use clap::ValueEnum;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{scan_account, ApiClient, IgnoreRequests};
+use crate::api::{ApiClient, IgnoreRequests};
+use crate::clock::Clock;
 use crate::config::{self, Config, LogConfig, LogFormat};
+use crate::poller::poll_account;
 use crate::snapshot::Snapshot;
 
 /// `--output`: a table for people or JSON for scripts.
@@ -47,9 +49,11 @@ pub fn init_one_shot(config: &Config) {
     }
 }
 
-/// One complete poll of every account, concurrently: the snapshots of those that completed (in
-/// config order) and whether any failed (each failure printed on stderr). Exit 2 when a client
-/// cannot be built (a token that is not a valid header value).
+/// One complete poll of every account (keys, wallet, today's spend, subscriptions), concurrently:
+/// the snapshots of those that completed (in config order) and whether any failed (each failure
+/// printed on stderr; a failed spend or subscriptions read is a warning, not a failure). Exit 2
+/// when a client cannot be built (a token that is not a valid header value). The snapshots are
+/// as of `now`.
 pub async fn scan_every_account(
     config: &Config,
     now: i64,
@@ -65,7 +69,12 @@ pub async fn scan_every_account(
                 return Err(ExitCode::from(2));
             }
         };
-        scans.spawn(async move { (index, scan_account(&client).await) });
+        let usage = account.usage;
+        scans.spawn(async move {
+            let memory = Default::default();
+            let polled = poll_account(&client, &memory, None, &Clock::system(), usage).await;
+            (index, polled)
+        });
     }
     let mut results = Vec::new();
     while let Some(joined) = scans.join_next().await {
@@ -77,12 +86,17 @@ pub async fn scan_every_account(
     for (index, result) in results {
         let account = &config.accounts[index].name;
         match result {
-            Ok(listing) => snapshots.push(Arc::new(Snapshot::new(
-                account.clone(),
-                listing.keys,
-                listing.quota_per_unit,
-                now,
-            ))),
+            Ok(polled) => {
+                for partial in &polled.partial_failures {
+                    eprintln!(
+                        "warning: account {account}: {} (shown without it)",
+                        partial.error
+                    );
+                }
+                let mut snapshot = polled.snapshot;
+                snapshot.completed_at = now;
+                snapshots.push(Arc::new(snapshot));
+            }
             Err(error) => {
                 eprintln!("cometapi-keymon: account {account}: {error}");
                 failed = true;

@@ -391,18 +391,41 @@ async fn scan_exits_1_when_the_token_is_refused() {
 async fn the_exposition_passes_promtool_check_metrics() {
     let promtool = which_promtool();
     let simulator = start_simulator(1_100).await;
+    // Spend today on both, the second on a server without spend by key: every money family.
+    let second = start_simulator_with(cometapi_keymon::simulator::SimulatorConfig {
+        keys: 40,
+        generation: cometapi_keymon::simulator::ServerGeneration::NewApiBeforeSubscriptions,
+        ..cometapi_keymon::simulator::SimulatorConfig::default()
+    })
+    .await;
+    for server in [&simulator, &second] {
+        let spender = seeded_id(server, "never-used");
+        server.consume_model(spender, "gpt-4.1", 5_000, 40).unwrap();
+    }
     let daemon = start_daemon(test_config(
         vec![
             account_for("main", &simulator),
-            account_for("second", &start_simulator(40).await),
+            account_for("second", &second),
         ],
-        every(3_600),
+        every(1),
     ))
     .await;
     daemon
-        .wait_for("both accounts", Duration::from_secs(20), |metrics| {
-            metrics.up("main") == 1.0 && metrics.up("second") == 1.0
-        })
+        .wait_for(
+            "both accounts with their spend",
+            Duration::from_secs(20),
+            |metrics| {
+                metrics.up("main") == 1.0
+                    && metrics.up("second") == 1.0
+                    && !metrics
+                        .family("cometapi_key_model_used_quota_total")
+                        .is_empty()
+                    && !metrics.family("cometapi_model_used_quota_total").is_empty()
+                    && !metrics
+                        .family("cometapi_subscription_amount_total")
+                        .is_empty()
+            },
+        )
         .await;
     for gzip in [false, true] {
         let text = daemon.scrape_text(gzip).await;

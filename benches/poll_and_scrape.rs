@@ -37,6 +37,9 @@ struct Figures {
     plain_median_ms: f64,
     plain_p99_ms: f64,
     peak_rss_mib: f64,
+    /// nginx serving the same bytes from a file (`gzip_static` with a `.gz` copy), same client.
+    nginx_gzip_median_ms: f64,
+    nginx_plain_median_ms: f64,
 }
 
 fn main() {
@@ -79,6 +82,22 @@ fn main() {
             figures.plain_median_ms,
             figures.plain_p99_ms,
             figures.peak_rss_mib,
+        );
+    }
+    println!();
+    println!("| keys | usage | scrape gzip median: daemon / nginx (same bytes) | scrape plain median: daemon / nginx |");
+    println!("|---:|---|---:|---:|");
+    for figures in &results {
+        println!(
+            "| {} | {} | {:.2} / {:.2} ms ({:.1}x) | {:.1} / {:.1} ms ({:.1}x) |",
+            figures.keys,
+            if figures.usage { "on" } else { "off" },
+            figures.gzip_median_ms,
+            figures.nginx_gzip_median_ms,
+            figures.gzip_median_ms / figures.nginx_gzip_median_ms,
+            figures.plain_median_ms,
+            figures.nginx_plain_median_ms,
+            figures.plain_median_ms / figures.nginx_plain_median_ms,
         );
     }
     for pair in results.chunks(2) {
@@ -249,6 +268,17 @@ async fn measure(keys: usize, usage: bool) -> Figures {
         assert_eq!(body.len(), text.len());
     }
     let peak_rss_mib = peak_rss_kib(child.id()) as f64 / 1024.0;
+    let gzip_body = gzip
+        .get(format!("{address}/metrics"))
+        .header("Accept-Encoding", "gzip")
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let (nginx_gzip_median_ms, nginx_plain_median_ms) =
+        nginx_reference(directory.path(), text.as_bytes(), &gzip_body).await;
     let _ = Command::new("sh")
         .args(["-c", &format!("kill -TERM {}", child.id())])
         .status();
@@ -270,7 +300,100 @@ async fn measure(keys: usize, usage: bool) -> Figures {
         plain_median_ms,
         plain_p99_ms,
         peak_rss_mib,
+        nginx_gzip_median_ms,
+        nginx_plain_median_ms,
     }
+}
+
+/// Median scrape times (gzip, plain) of nginx serving `plain` and its gzip copy `gzipped` (the
+/// daemon's own gzip answer) from files, measured with the same client loop as the daemon.
+async fn nginx_reference(directory: &std::path::Path, plain: &[u8], gzipped: &[u8]) -> (f64, f64) {
+    let root = directory.join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("metrics"), plain).unwrap();
+    std::fs::write(root.join("metrics.gz"), gzipped).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let prefix = directory.join("nginx");
+    std::fs::create_dir_all(&prefix).unwrap();
+    let config = prefix.join("nginx.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "worker_processes 1;\nerror_log {prefix}/error.log;\npid {prefix}/nginx.pid;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{ access_log off; default_type text/plain; gzip_static on;\n\
+             client_body_temp_path {prefix}; proxy_temp_path {prefix}; fastcgi_temp_path {prefix};\n\
+             uwsgi_temp_path {prefix}; scgi_temp_path {prefix};\n\
+             server {{ listen 127.0.0.1:{port}; root {root}; }} }}\n",
+            prefix = prefix.display(),
+            root = root.display(),
+        ),
+    )
+    .unwrap();
+    let mut nginx = Command::new("nginx")
+        .args([
+            "-p",
+            prefix.to_str().unwrap(),
+            "-c",
+            config.to_str().unwrap(),
+            "-g",
+            "daemon off; user root;",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nginx starts (apt-get install nginx)");
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let client = reqwest::Client::builder().no_gzip().build().unwrap();
+    let started = Instant::now();
+    while client.get(&url).send().await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "nginx did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut gzip_timings = Vec::new();
+    for _ in 0..200 {
+        let start = Instant::now();
+        let body = client
+            .get(&url)
+            .header("Accept-Encoding", "gzip")
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        gzip_timings.push(start.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(body.len(), gzipped.len(), "nginx serves the gzip copy");
+    }
+    let mut plain_timings = Vec::new();
+    for _ in 0..30 {
+        let start = Instant::now();
+        let body = client
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        plain_timings.push(start.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(body.len(), plain.len());
+    }
+    let _ = Command::new("sh")
+        .args(["-c", &format!("kill -TERM {}", nginx.id())])
+        .status();
+    let _ = nginx.wait();
+    (
+        median_and_p99(&mut gzip_timings).0,
+        median_and_p99(&mut plain_timings).0,
+    )
 }
 
 fn sample(text: &str, series: &str) -> f64 {

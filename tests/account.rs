@@ -622,3 +622,58 @@ async fn rows_without_a_group_and_yesterdays_rows_are_not_counted() {
     assert_eq!(family.len(), 1, "{family:?}");
     assert_eq!(family.values().next(), Some(&11.0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_low_wallet_disables_the_low_priority_keys_and_only_them() {
+    let simulator = simulator_of(ServerGeneration::NewApiLatest, 40).await;
+    let now = simulator.now();
+    let vip_enabled: Vec<i64> = simulator
+        .tokens()
+        .into_iter()
+        .filter(|token| token.group == "vip" && token.status == 1 && !token.is_expired_at(now))
+        .map(|token| token.id)
+        .collect();
+    assert!(!vip_enabled.is_empty(), "the seed has enabled vip keys");
+    let policy = "[policy]\nstate_dir = \"state\"\ndry_run = false\n\
+        [[policy.rules]]\nname = \"shed-vip\"\naction = \"disable\"\ngroups = [\"vip\"]\n\
+        when.account_quota_below = 1000000\nwhen.status = [\"enabled\"]\n";
+    let directory = tempfile::tempdir().unwrap();
+    let path = write_policy_config(directory.path(), &simulator, policy);
+    let config = cometapi_keymon::config::load(Some(&path)).unwrap();
+
+    // A wallet of 2,000,000 units: above the threshold, nothing is written.
+    simulator.update_wallet(|wallet| wallet.quota = 2_000_000);
+    let daemon = start_daemon(config).await;
+    daemon
+        .wait_for("a few polls", WAIT, |metrics| {
+            poll_count(metrics, "main") >= 3.0
+        })
+        .await;
+    assert!(
+        simulator
+            .requests()
+            .iter()
+            .all(|request| request.method == "GET"),
+        "no write while the wallet is above the threshold"
+    );
+
+    // The wallet drops below it: every enabled vip key is disabled (status_only), nothing else.
+    simulator.update_wallet(|wallet| wallet.quota = 400_000);
+    daemon
+        .wait_for("the vip keys disabled", WAIT, |_| {
+            vip_enabled
+                .iter()
+                .all(|id| simulator.token(*id).is_some_and(|token| token.status == 2))
+        })
+        .await;
+    daemon.stop().await;
+    let writes: Vec<_> = simulator
+        .requests()
+        .into_iter()
+        .filter(|request| request.method == "PUT")
+        .collect();
+    assert_eq!(writes.len(), vip_enabled.len(), "{writes:?}");
+    assert!(writes
+        .iter()
+        .all(|request| request.query.as_deref() == Some("status_only=true")));
+}

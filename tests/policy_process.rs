@@ -267,6 +267,15 @@ async fn plan_shows_each_rule_and_never_writes_even_with_dry_run_off() {
     assert!(protected.contains("protected"), "{protected}");
     assert!(stdout.contains("dry_run = false"));
     assert!(stdout.contains("main: 40 keys, 2 actions"), "{stdout}");
+    let wallet = simulator.wallet();
+    assert!(
+        stdout.contains(&format!(
+            "; wallet {:.2}M (${:.2}) left",
+            wallet.quota as f64 / 1e6,
+            wallet.quota as f64 / 500_000.0
+        )),
+        "{stdout}"
+    );
 
     let json = Command::new(BINARY)
         .args([

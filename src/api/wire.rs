@@ -178,7 +178,8 @@ pub struct SubscriptionRecord {
     pub start_time: i64,
     #[serde(default, deserialize_with = "lenient_i64")]
     pub end_time: i64,
-    #[serde(default, deserialize_with = "null_as_default")]
+    /// `active`, `expired`, `cancelled`; a fork that sends a number gets it as text.
+    #[serde(default, deserialize_with = "string_or_number")]
     pub status: String,
     #[serde(default, deserialize_with = "lenient_i64")]
     pub next_reset_time: i64,
@@ -459,6 +460,15 @@ fn required_i64<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Er
     lenient_optional_i64(deserializer)?.ok_or_else(|| serde::de::Error::custom("id is null"))
 }
 
+fn string_or_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    Ok(match serde_json::Value::deserialize(deserializer)? {
+        serde_json::Value::String(text) => text,
+        serde_json::Value::Number(number) => number.to_string(),
+        serde_json::Value::Bool(value) => value.to_string(),
+        _ => String::new(),
+    })
+}
+
 fn required_quota<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
     lenient_optional_i64(deserializer)?.ok_or_else(|| serde::de::Error::custom("quota is null"))
 }
@@ -690,9 +700,15 @@ mod tests {
         assert_eq!(subscriptions.len(), 1);
         assert_eq!(subscriptions[0].next_reset_time, None);
         assert_eq!(subscriptions[0].end_time, Some(9));
-        let only_active: SubscriptionSelf =
-            serde_json::from_str(r#"{"subscriptions":[{"subscription":{"id":4}}]}"#).unwrap();
-        assert_eq!(only_active.into_subscriptions()[0].id, 4);
+        let only_active: SubscriptionSelf = serde_json::from_str(
+            r#"{"subscriptions":[{"subscription":{"id":4,"status":1}}],"all_subscriptions":null}"#,
+        )
+        .unwrap();
+        let subscriptions = only_active.into_subscriptions();
+        assert_eq!(
+            (subscriptions[0].id, subscriptions[0].status.as_str()),
+            (4, "1")
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{ApiClient, ClientBuildError, RequestObserver};
+use crate::api::{ApiClient, BudgetPool, ClientBuildError, RequestObserver};
 use crate::clock::{unix_now, Clock};
 use crate::config::Config;
 use crate::http::{self, HttpSettings};
@@ -119,10 +119,17 @@ impl Daemon {
         rule_schedules.dedup();
         let mut pollers = JoinSet::new();
         let mut targets = Vec::new();
+        // Accounts on one server share its request budget (the server limits per client IP).
+        let budgets = BudgetPool::for_accounts(
+            config
+                .accounts
+                .iter()
+                .map(|account| (account.base_url.as_str(), account.requests_per_minute)),
+        );
         for account in &config.accounts {
             let settings = crate::config::client_settings(account, &config.poll);
             let observer: Arc<dyn RequestObserver> = exporter.clone();
-            let client = ApiClient::new(settings, observer, shutdown.clone())?;
+            let client = ApiClient::new_in_pool(settings, observer, shutdown.clone(), &budgets)?;
             let (ticks_sender, ticks) = mpsc::channel(1);
             let poll_running = Arc::new(AtomicBool::new(false));
             targets.push(PollTarget {

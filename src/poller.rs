@@ -141,10 +141,19 @@ impl AccountPoller {
                 Err(ApiError::Cancelled)
             }
             Err(error) => {
-                tracing::warn!(
-                    account = %account, reason = error.reason().unwrap_or("none"), error = %error,
-                    duration_ms = duration.as_millis() as u64, "poll failed; still serving the previous snapshot"
-                );
+                let reason = error.reason().unwrap_or("none");
+                let duration_ms = duration.as_millis() as u64;
+                if self.exporter.snapshot(&account).is_some() {
+                    tracing::warn!(
+                        account = %account, reason, error = %error, duration_ms,
+                        "poll failed; still serving the previous snapshot"
+                    );
+                } else {
+                    tracing::warn!(
+                        account = %account, reason, error = %error, duration_ms,
+                        "poll failed; nothing is served for this account yet (no poll has completed)"
+                    );
+                }
                 self.exporter
                     .record_failure(&account, &error, duration, self.clock.now());
                 Err(error)

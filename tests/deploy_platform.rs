@@ -5,9 +5,12 @@
 //! operator relies on (one replica that is recreated, never two writers; non-root, read-only,
 //! no capabilities; probes; the token and config where the config says; the ServiceMonitor
 //! finding the Service). The Dockerfile is checked for its structure only: no Docker engine runs
-//! here. A missing tool fails its test with the command that installs it (`.ci/run` does).
+//! here. A missing tool skips its tests with one line naming it and how to install it, and fails
+//! them under CI=true (`support::tools`; `.ci/run` installs every tool).
 //!
 //! Longer than our usual ~600 lines on purpose: one test per fact of the deployment kit.
+
+mod support;
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -15,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
+use support::tools;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_cometapi-keymon");
 const REPOSITORY: &str = env!("CARGO_MANIFEST_DIR");
@@ -35,16 +39,17 @@ fn read_repository_file(relative: &str) -> String {
         .unwrap_or_else(|error| panic!("cannot read {relative}: {error}"))
 }
 
-/// The tool's path on PATH, or a failed test naming how to install it.
+/// The tool's path on PATH. Every test that reaches here started with `tools_available` for
+/// it, which skips the test (or, under CI=true, fails it) when the tool is missing.
 fn require_tool(name: &str, how_to_install: &str) -> PathBuf {
-    for directory in std::env::var("PATH").unwrap_or_default().split(':') {
-        let candidate = Path::new(directory).join(name);
-        if candidate.is_file() {
-            return candidate;
-        }
-    }
-    panic!("{name} not found on PATH: {how_to_install} (the CI script .ci/run does)");
+    tools::find_on_path(name).unwrap_or_else(|| {
+        panic!("{name} not found on PATH: {how_to_install} (the CI script .ci/run does)")
+    })
 }
+
+/// What the kustomize tests need: kubectl, and python3 with PyYAML, which kubernetes-validate
+/// installs.
+const KUSTOMIZE_TOOLS: [&str; 3] = ["kubectl", "python3", "kubernetes-validate"];
 
 fn run(command: &mut Command) -> (Output, String) {
     let output = command
@@ -103,6 +108,9 @@ fn unit_settings(unit: &str, section: &str) -> Vec<(String, String)> {
 
 #[test]
 fn systemd_unit_passes_systemd_analyze_verify() {
+    if !tools::tools_available(&["systemd-analyze"]) {
+        return;
+    }
     let tool = systemd_analyze();
     let (_directory, unit) = unit_copy_running_the_built_binary();
     let (output, text) = run(Command::new(tool).args(["verify", "--man=no"]).arg(&unit));
@@ -117,6 +125,9 @@ fn systemd_unit_passes_systemd_analyze_verify() {
 
 #[test]
 fn systemd_unit_hardening_exposure_is_at_most_2_0() {
+    if !tools::tools_available(&["systemd-analyze"]) {
+        return;
+    }
     let tool = systemd_analyze();
     let (_directory, unit) = unit_copy_running_the_built_binary();
     let (output, text) = run(Command::new(tool)
@@ -416,6 +427,9 @@ fn assert_kubernetes_validate_strict_accepts(what: &str, yaml: &str) {
 
 #[test]
 fn kustomize_base_builds_and_kubernetes_validate_strict_accepts_every_standard_object() {
+    if !tools::tools_available(&KUSTOMIZE_TOOLS) {
+        return;
+    }
     let base = kustomize("deploy/kubernetes");
     assert_kubernetes_validate_strict_accepts("the kustomize base", &base);
     let secret = read_repository_file("deploy/kubernetes/secret.example.yaml");
@@ -424,6 +438,9 @@ fn kustomize_base_builds_and_kubernetes_validate_strict_accepts_every_standard_o
 
 #[test]
 fn without_operator_overlay_drops_only_the_operator_custom_resources() {
+    if !tools::tools_available(&KUSTOMIZE_TOOLS) {
+        return;
+    }
     let base = yaml_documents(&kustomize("deploy/kubernetes"));
     let overlay = yaml_documents(&kustomize("deploy/kubernetes-without-operator"));
     let standard: BTreeSet<String> = base
@@ -443,6 +460,9 @@ fn without_operator_overlay_drops_only_the_operator_custom_resources() {
 
 #[test]
 fn kubernetes_objects_keep_what_operators_rely_on() {
+    if !tools::tools_available(&KUSTOMIZE_TOOLS) {
+        return;
+    }
     let objects = yaml_documents(&kustomize("deploy/kubernetes"));
     let deployment = only(&objects, "Deployment");
     let spec = &deployment["spec"];
@@ -612,6 +632,9 @@ fn selects(selector: &Value, labels: &Value) -> bool {
 
 #[test]
 fn service_monitor_scrapes_the_service_which_keeps_not_ready_pods() {
+    if !tools::tools_available(&KUSTOMIZE_TOOLS) {
+        return;
+    }
     let objects = yaml_documents(&kustomize("deploy/kubernetes"));
     let deployment = only(&objects, "Deployment");
     let pod_labels = &deployment["spec"]["template"]["metadata"]["labels"];
@@ -722,6 +745,9 @@ fn dockerfile_is_multi_stage_non_root_and_shell_free_at_runtime() {
 /// dependency (OpenSSL, say) would build but not start in it.
 #[test]
 fn the_binary_links_only_what_the_runtime_image_has() {
+    if !tools::tools_available(&["ldd"]) {
+        return;
+    }
     let ldd = require_tool("ldd", "install it with `apt-get install libc-bin`");
     let (output, text) = run(Command::new(ldd).arg(BINARY));
     assert!(output.status.success(), "ldd: {text}");

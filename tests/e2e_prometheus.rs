@@ -324,6 +324,9 @@ fn ids_and_names(tokens: &[&SimToken]) -> BTreeMap<String, String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_the_daemon_and_fires_the_shipped_alerts() {
+    if !tools::tools_available(&["prometheus", "promtool"]) {
+        return;
+    }
     let started = Instant::now();
     // Declared first, dropped last: the processes below are killed before their files go.
     let directory = tempfile::tempdir().unwrap();

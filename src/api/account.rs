@@ -28,7 +28,7 @@ use crate::account::{
 };
 use crate::api::error::{ApiError, Endpoint};
 use crate::api::wire::{FlowRow, HourlyRow, PlanItem, SubscriptionSelf, UserSelf};
-use crate::api::{decode_envelope, ApiClient};
+use crate::api::ApiClient;
 use crate::clock::utc_day_start;
 
 /// Requests of a complete poll beyond the list pages: status, wallet, usage, subscriptions.
@@ -120,7 +120,8 @@ impl ApiClient {
     ) -> Result<Option<T>, ApiError> {
         match self.execute(endpoint, Method::GET, path, None).await {
             Ok(bytes) => Ok(Some(
-                decode_envelope::<T>(endpoint, &bytes, self.secret())?.unwrap_or_default(),
+                self.decode_envelope::<T>(endpoint, &bytes)?
+                    .unwrap_or_default(),
             )),
             Err(ApiError::Http { status: 404, .. }) => Ok(None),
             Err(error) => Err(error),
@@ -132,7 +133,8 @@ impl ApiClient {
         let path = "/api/user/self";
         match self.execute(Endpoint::User, Method::GET, path, None).await {
             Ok(bytes) => {
-                let user = decode_envelope::<UserSelf>(Endpoint::User, &bytes, self.secret())?
+                let user = self
+                    .decode_envelope::<UserSelf>(Endpoint::User, &bytes)?
                     .ok_or_else(|| ApiError::Decode {
                         endpoint: Endpoint::User,
                         detail: "success without data".into(),
@@ -174,11 +176,8 @@ impl ApiClient {
             .await
         {
             Ok(bytes) => {
-                let data = decode_envelope::<SubscriptionSelf>(
-                    Endpoint::Subscriptions,
-                    &bytes,
-                    self.secret(),
-                )?;
+                let data =
+                    self.decode_envelope::<SubscriptionSelf>(Endpoint::Subscriptions, &bytes)?;
                 Ok(Some(
                     data.map(SubscriptionSelf::into_subscriptions)
                         .unwrap_or_default(),

@@ -22,6 +22,13 @@ pub struct Envelope<T> {
     pub data: Option<T>,
 }
 
+/// The body of a 401 (`{"success":false,"message":…}`, plus `code` on the newest servers).
+#[derive(Debug, Default, Deserialize)]
+pub struct AuthFailure {
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub message: String,
+}
+
 fn none<T>() -> Option<T> {
     None
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use clap::ValueEnum;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{ApiClient, IgnoreRequests};
+use crate::api::{ApiClient, BudgetPool, IgnoreRequests};
 use crate::clock::Clock;
 use crate::config::{self, Config, LogConfig, LogFormat};
 use crate::poller::poll_account;
@@ -60,9 +60,17 @@ pub async fn scan_every_account(
 ) -> Result<(Vec<Arc<Snapshot>>, bool), ExitCode> {
     let cancel = CancellationToken::new();
     let mut scans = tokio::task::JoinSet::new();
+    // Accounts on one server share its request budget, as in the daemon.
+    let budgets = BudgetPool::for_accounts(
+        config
+            .accounts
+            .iter()
+            .map(|account| (account.base_url.as_str(), account.requests_per_minute)),
+    );
     for (index, account) in config.accounts.iter().enumerate() {
         let settings = config::client_settings(account, &config.poll);
-        let client = match ApiClient::new(settings, Arc::new(IgnoreRequests), cancel.clone()) {
+        let observer = Arc::new(IgnoreRequests);
+        let client = match ApiClient::new_in_pool(settings, observer, cancel.clone(), &budgets) {
             Ok(client) => client,
             Err(error) => {
                 eprintln!("cometapi-keymon: {error}");

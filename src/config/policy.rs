@@ -302,14 +302,27 @@ fn validate_rule(
         (_, None) => None,
     };
 
+    let no_selector = selector.accounts.is_none()
+        && selector.key_ids.is_none()
+        && selector.name_matches.is_none()
+        && selector.groups.is_none();
     if action != ActionKind::TopUp && conditions.is_empty() {
-        return Err(origins.error(
-            &when,
-            format!(
-                "a {action_text} rule needs at least one when.* condition; without one it would \
-                 {action_text} every selected key"
-            ),
-        ));
+        if no_selector {
+            return Err(origins.error(
+                key,
+                format!(
+                    "a {action_text} rule needs a selector (key_ids, accounts, name_matches, \
+                     groups) or a when.* condition: with neither it would {action_text} every \
+                     key of every account"
+                ),
+            ));
+        }
+        if selector.key_ids.is_none() {
+            warnings.push(format!(
+                "policy rule \"{name}\" has no when.* condition: it will {action_text} every key \
+                 its selector matches, whatever the key's state"
+            ));
+        }
     }
     let schedule = match &raw.schedule {
         None => None,
@@ -318,13 +331,7 @@ fn validate_rule(
                 .map_err(|reason| origins.error(&key.field("schedule"), reason))?,
         ),
     };
-    if action == ActionKind::TopUp
-        && conditions.is_empty()
-        && selector.accounts.is_none()
-        && selector.key_ids.is_none()
-        && selector.name_matches.is_none()
-        && selector.groups.is_none()
-    {
+    if action == ActionKind::TopUp && conditions.is_empty() && no_selector {
         warnings.push(format!(
             "policy rule \"{name}\" selects every limited key of every account"
         ));

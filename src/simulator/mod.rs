@@ -1,5 +1,8 @@
 //! The simulated management API: an in-process HTTP server that behaves like the newest new-api
-//! server (NA-latest in `shared/reference/management-api.md`), quirks included, seeded with a
+//! server (NA-latest in `shared/reference/management-api.md`), quirks included — or, by
+//! configuration, like older generations (the legacy auth scheme with `New-Api-User`, the
+//! Chinese-only messages before 2026-02-05, unmasked keys) and one-api ([`Flavor::OneApi`]:
+//! bare-array listing with a 0-based `p` and 10 keys a page, `models`/`subnet`) — seeded with a
 //! deterministic population of keys that holds every edge case, with fault injection and a
 //! simulated relay (`consume`) that moves quotas and flips statuses lazily like the real thing.
 //!
@@ -64,6 +67,22 @@ pub enum AuthMode {
     /// new-api 2024-07 … 2026-07-19: only the exact `"Bearer "` is stripped, an unknown PAT is
     /// HTTP 200 `success:false`, `New-Api-User` must equal the owner's id.
     Legacy,
+    /// one-api: as `Legacy` without `New-Api-User` (missing header 401, unknown PAT 200).
+    OneApi,
+}
+
+/// Which server software the simulator imitates, where they differ beyond auth and masking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Flavor {
+    /// new-api ≥ 2025-07-21: the listing is `{page, page_size, total, items}`, `p` 1-based.
+    #[default]
+    NewApi,
+    /// one-api (`OA` in the reference): the listing's `data` is a bare array, `p` is 0-based
+    /// (negative is 0), pages hold `config.ItemsPerPage` = 10 keys whatever is asked, records
+    /// carry `models`/`subnet` instead of `model_limits*`/`allow_ips`, keys are not masked.
+    /// Not reproduced: one-api's own write validation (create and update follow new-api's) and
+    /// its `order=` listing parameter.
+    OneApi,
 }
 
 /// A global per-client-IP limit over every `/api/*` route (`GlobalAPIRateLimit`), sliding log.
@@ -97,6 +116,10 @@ pub struct SimulatorConfig {
     pub max_tokens_per_user: usize,
     /// With Redis the server never writes the lazy status flips (3/4).
     pub redis_mode: bool,
+    pub flavor: Flavor,
+    /// Every message in Chinese whatever `Accept-Language` says: new-api before i18n
+    /// (2026-02-05) and one-api.
+    pub chinese_messages: bool,
     /// Which account routes exist and their shapes (reference §13).
     pub generation: ServerGeneration,
     /// The wallet (`/api/user/self` `quota`) at start, in quota units.
@@ -104,6 +127,33 @@ pub struct SimulatorConfig {
     /// How long a relay request takes to show up in `/api/data/*` (the real server flushes every
     /// 5 minutes; 0 makes tests exact).
     pub usage_recording_lag: Duration,
+}
+
+impl SimulatorConfig {
+    /// one-api (`songquanpeng/one-api` 2025-02): bare-array listing, its auth, Chinese messages,
+    /// full keys.
+    pub fn one_api() -> SimulatorConfig {
+        SimulatorConfig {
+            auth_mode: AuthMode::OneApi,
+            mask_keys: false,
+            flavor: Flavor::OneApi,
+            chinese_messages: true,
+            generation: ServerGeneration::OneApi,
+            ..SimulatorConfig::default()
+        }
+    }
+
+    /// new-api of early 2026 (NA-2026-01): paginated listing, the legacy auth scheme
+    /// (`New-Api-User` required, unknown token HTTP 200), Chinese messages, full keys.
+    pub fn new_api_2026_01() -> SimulatorConfig {
+        SimulatorConfig {
+            auth_mode: AuthMode::Legacy,
+            mask_keys: false,
+            chinese_messages: true,
+            generation: ServerGeneration::NewApiBeforeSubscriptions,
+            ..SimulatorConfig::default()
+        }
+    }
 }
 
 impl Default for SimulatorConfig {
@@ -119,6 +169,8 @@ impl Default for SimulatorConfig {
             quota_per_unit: 500_000.0,
             max_tokens_per_user: 1_000,
             redis_mode: false,
+            flavor: Flavor::NewApi,
+            chinese_messages: false,
             generation: ServerGeneration::default(),
             wallet_quota: 250_000_000,
             usage_recording_lag: Duration::ZERO,
@@ -140,6 +192,8 @@ impl fmt::Debug for SimulatorConfig {
             .field("quota_per_unit", &self.quota_per_unit)
             .field("max_tokens_per_user", &self.max_tokens_per_user)
             .field("redis_mode", &self.redis_mode)
+            .field("flavor", &self.flavor)
+            .field("chinese_messages", &self.chinese_messages)
             .field("generation", &self.generation)
             .field("wallet_quota", &self.wallet_quota)
             .field("usage_recording_lag", &self.usage_recording_lag)
@@ -265,6 +319,8 @@ pub(crate) struct Settings {
     pub(crate) quota_per_unit: f64,
     pub(crate) max_tokens_per_user: usize,
     pub(crate) redis_mode: bool,
+    pub(crate) flavor: Flavor,
+    pub(crate) chinese_messages: bool,
     pub(crate) generation: ServerGeneration,
     pub(crate) server_address: String,
     pub(crate) started_at: i64,
@@ -286,6 +342,8 @@ impl Settings {
             quota_per_unit: 500_000.0,
             max_tokens_per_user: 1_000,
             redis_mode: false,
+            flavor: Flavor::NewApi,
+            chinese_messages: false,
             generation,
             server_address: "http://127.0.0.1:1".into(),
             started_at: 0,
@@ -382,6 +440,8 @@ impl Simulator {
                 quota_per_unit: config.quota_per_unit,
                 max_tokens_per_user: config.max_tokens_per_user,
                 redis_mode: config.redis_mode,
+                flavor: config.flavor,
+                chinese_messages: config.chinese_messages,
                 generation: config.generation,
                 server_address: format!("http://{}", connectable(address)),
                 started_at: now,

@@ -12,7 +12,7 @@ use super::account::{self, ServerGeneration};
 use super::json::{self, bind_ids, bind_token, push_integer, push_string, push_token, BoundToken};
 use super::store::SharedState;
 use super::token::{SimToken, STATUS_ENABLED, STATUS_EXHAUSTED, STATUS_EXPIRED};
-use super::{AuthMode, FaultEndpoint, Settings};
+use super::{AuthMode, FaultEndpoint, Flavor, Settings};
 
 pub(crate) const JSON_CONTENT_TYPE: &str = "application/json; charset=utf-8";
 pub(crate) const HTML_CONTENT_TYPE: &str = "text/html; charset=utf-8";
@@ -507,7 +507,7 @@ pub(crate) fn authenticate(
                 Err(unauthorized())
             }
         }
-        AuthMode::Legacy => {
+        AuthMode::Legacy | AuthMode::OneApi => {
             let header = authorization.unwrap_or_default();
             if header.is_empty() {
                 return Err(Answer::json(
@@ -520,6 +520,9 @@ pub(crate) fn authenticate(
                     language,
                     Message::AccessTokenInvalid,
                 )));
+            }
+            if settings.auth_mode == AuthMode::OneApi {
+                return Ok(Vec::new());
             }
             let refuse = |reason| Err(Answer::json(401, json::failure(&message(language, reason))));
             let user_header = new_api_user.unwrap_or_default();
@@ -625,8 +628,39 @@ fn page_info_answer<'t>(
     Answer::json(200, body)
 }
 
+/// one-api's `GetAllTokens`: `p` 0-based (`strconv.Atoi`, negative → 0), `config.ItemsPerPage`
+/// (10) keys a page whatever else is asked, `data` a bare array.
+fn list_tokens_one_api(
+    settings: &Settings,
+    state: &SharedState,
+    request: &ApiRequest<'_>,
+) -> Answer {
+    const ONE_API_ITEMS_PER_PAGE: usize = 10;
+    let page = atoi_ignoring_error(request.query.get("p")).max(0);
+    let offset = usize::try_from(page)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(ONE_API_ITEMS_PER_PAGE);
+    let items = state
+        .store
+        .page_for_user(settings.user_id, offset, Some(ONE_API_ITEMS_PER_PAGE));
+    let body = json::success_with_data(ONE_API_ITEMS_PER_PAGE * 420 + 8, |out| {
+        out.push(b'[');
+        for (index, token) in items.enumerate() {
+            if index > 0 {
+                out.push(b',');
+            }
+            json::push_one_api_token(out, token);
+        }
+        out.push(b']');
+    });
+    Answer::json(200, body)
+}
+
 /// `GET /api/token/` (`GetAllTokens`): `ORDER BY id DESC` with `GetPageQuery` paging.
 fn list_tokens(settings: &Settings, state: &SharedState, request: &ApiRequest<'_>) -> Answer {
+    if settings.flavor == Flavor::OneApi {
+        return list_tokens_one_api(settings, state, request);
+    }
     let page_query = PageQuery::from_query(request.query);
     let total = state.store.count_for_user(settings.user_id);
     let items =
@@ -709,7 +743,10 @@ fn find_owned<'s>(
 fn token_answer(settings: &Settings, token: &SimToken) -> Answer {
     Answer::json(
         200,
-        json::success_with_data(480, |out| push_token(out, token, settings.mask_keys)),
+        json::success_with_data(480, |out| match settings.flavor {
+            Flavor::NewApi => push_token(out, token, settings.mask_keys),
+            Flavor::OneApi => json::push_one_api_token(out, token),
+        }),
     )
 }
 

@@ -235,8 +235,11 @@ async fn handle_request(
     };
     let accepts_gzip = header_text(&parts.headers, "accept-encoding")
         .is_some_and(|accepted| accepted.contains("gzip"));
-    let language =
-        Language::from_accept_language(header_text(&parts.headers, "accept-language").as_deref());
+    let language = if inner.settings.chinese_messages {
+        Language::SimplifiedChinese
+    } else {
+        Language::from_accept_language(header_text(&parts.headers, "accept-language").as_deref())
+    };
     let body = match Limited::new(incoming, MAX_REQUEST_BODY_BYTES)
         .collect()
         .await

@@ -1695,3 +1695,102 @@ async fn subscriptions_list_active_ones_separately_and_plans_may_be_unlisted() {
     let plans = api.get("/api/subscription/plans").await.json();
     assert_eq!(plans["data"], serde_json::json!([]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_api_lists_a_bare_array_from_page_zero_ten_keys_a_page() {
+    let api = Api::start(SimulatorConfig {
+        keys: 25,
+        access_token: ACCESS_TOKEN.to_string(),
+        ..SimulatorConfig::one_api()
+    })
+    .await;
+    let ids = |reply: &Reply| -> Vec<i64> {
+        reply.json()["data"]
+            .as_array()
+            .expect("a bare array")
+            .iter()
+            .map(|item| item["id"].as_i64().unwrap())
+            .collect()
+    };
+    let all: Vec<i64> = api
+        .simulator
+        .tokens()
+        .iter()
+        .rev()
+        .map(|token| token.id)
+        .collect();
+    let first = api.get("/api/token/?p=0&page_size=100&size=100").await;
+    assert_eq!(
+        ids(&first),
+        all[..10],
+        "p=0 is the first page; 10 keys whatever is asked"
+    );
+    assert_eq!(ids(&api.get("/api/token/?p=2").await), all[20..]);
+    assert_eq!(ids(&api.get("/api/token/?p=-4").await), all[..10]);
+    assert!(ids(&api.get("/api/token/?p=3").await).is_empty());
+    let record = &first.json()["data"][0];
+    assert!(record.get("subnet").is_some() && record.get("models").is_some());
+    assert!(record.get("allow_ips").is_none() && record.get("model_limits").is_none());
+    assert_eq!(
+        record["key"].as_str().unwrap().len(),
+        48,
+        "one-api does not mask keys"
+    );
+    // one-api's auth: no New-Api-User needed; an unknown token is HTTP 200, in Chinese.
+    let wrong = api
+        .send(
+            api.http
+                .get(api.url("/api/token/?p=0"))
+                .header("Authorization", "nope")
+                .header("Accept-Language", "en"),
+        )
+        .await;
+    assert_eq!(
+        (wrong.status, wrong.body),
+        (200, failure("无权进行此操作，access token 无效"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_api_before_i18n_answers_in_chinese_whatever_is_asked() {
+    let api = Api::start(SimulatorConfig {
+        keys: 3,
+        access_token: ACCESS_TOKEN.to_string(),
+        ..SimulatorConfig::new_api_2026_01()
+    })
+    .await;
+    let missing_user = api
+        .send(
+            api.request(Method::GET, "/api/token/")
+                .header("Accept-Language", "en"),
+        )
+        .await;
+    assert_eq!(
+        (missing_user.status, missing_user.body),
+        (401, failure("无权进行此操作，未提供 New-Api-User"))
+    );
+    let mismatch = api
+        .send(
+            api.request(Method::GET, "/api/token/")
+                .header("New-Api-User", "7"),
+        )
+        .await;
+    assert_eq!(
+        (mismatch.status, mismatch.body),
+        (
+            401,
+            failure("无权进行此操作，New-Api-User 与登录用户不匹配")
+        )
+    );
+    let ok = api
+        .send(
+            api.request(Method::GET, "/api/token/")
+                .header("New-Api-User", "5678"),
+        )
+        .await;
+    assert_eq!(ok.json()["data"]["total"], 3);
+    assert_eq!(
+        ok.json()["data"]["items"][0]["key"].as_str().unwrap().len(),
+        48
+    );
+}

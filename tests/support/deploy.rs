@@ -33,16 +33,13 @@ pub fn read_json(relative: &str) -> Value {
         .unwrap_or_else(|error| panic!("{relative} is not valid JSON: {error}"))
 }
 
-/// A tool from Debian's `prometheus` package (`promtool`, `prometheus`); CI installs it. A
-/// missing tool fails the test rather than skipping it.
+/// A tool from Debian's `prometheus` package (`promtool`, `prometheus`). Tests that use it start
+/// with `if !tools_available(&["promtool"]) { return; }` (see `support::tools`), so here it is
+/// there.
 pub fn prometheus_tool(name: &str) -> PathBuf {
-    for directory in std::env::var("PATH").unwrap_or_default().split(':') {
-        let candidate = Path::new(directory).join(name);
-        if candidate.is_file() {
-            return candidate;
-        }
-    }
-    panic!("{name} not found on PATH: install it with `apt-get install prometheus` (the CI script does)");
+    super::tools::find_on_path(name).unwrap_or_else(|| {
+        panic!("{name} not found on PATH: the test must check tools_available first")
+    })
 }
 
 /// Runs `promtool ARGS` in `directory` and returns (success, stdout and stderr).

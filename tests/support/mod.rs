@@ -4,6 +4,7 @@
 
 pub mod deploy;
 pub mod process;
+pub mod tools;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

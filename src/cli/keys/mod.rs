@@ -55,7 +55,7 @@ pub enum KeysError {
     #[error(transparent)]
     Client(#[from] ClientBuildError),
     /// A request failed or the server answered `success:false` (exit 1).
-    #[error("account {account}{}: {source}", key_suffix(*.key_id))]
+    #[error("{}", describe_api_error(account, *key_id, source))]
     Api {
         account: String,
         key_id: Option<i64>,
@@ -75,6 +75,15 @@ pub enum KeysError {
 
 fn key_suffix(key_id: Option<i64>) -> String {
     key_id.map_or_else(String::new, |id| format!(", key {id}"))
+}
+
+/// `account main, key 7: <error>`, except for errors that already say it ("account main has no
+/// key 7").
+fn describe_api_error(account: &str, key_id: Option<i64>, source: &ApiError) -> String {
+    match source {
+        ApiError::KeyNotFound { .. } => source.to_string(),
+        _ => format!("account {account}{}: {source}", key_suffix(key_id)),
+    }
 }
 
 impl KeysError {

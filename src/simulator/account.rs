@@ -7,6 +7,10 @@
 //! the generation lacks answers the OpenAI-style 404 like any unknown `/api` path. Usage is
 //! recorded only while the data export is on, and becomes visible `usage_recording_lag` after the
 //! request (the real server flushes every `DataExportInterval`, 5 minutes).
+//!
+//! Not reproduced: subscriptions are not drawn down by the simulated traffic (the key and the
+//! wallet are; tests edit subscriptions directly), the billing preference is fixed, and usage is
+//! visible per request after the lag rather than in 5-minute batches.
 
 use super::json::{self, push_integer, push_string};
 use super::routes::{Answer, Query};

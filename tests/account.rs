@@ -677,3 +677,54 @@ async fn a_low_wallet_disables_the_low_priority_keys_and_only_them() {
         .iter()
         .all(|request| request.query.as_deref() == Some("status_only=true")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_on_the_spend_read_ends_the_polls_reads_and_keeps_it_complete() {
+    let simulator = simulator_of(ServerGeneration::NewApiLatest, 30).await;
+    traffic(&simulator, 5, 0);
+    let daemon = start_daemon_for(&simulator, every(1)).await;
+    let before = daemon
+        .wait_for("the spend", WAIT, |metrics| {
+            !key_model_series(metrics).is_empty()
+        })
+        .await;
+    simulator.push_fault(Fault {
+        endpoint: FaultEndpoint::FlowUsage,
+        page: None,
+        times: FaultTimes::Once,
+        kind: FaultKind::HttpStatus {
+            status: 429,
+            body: String::new(),
+            retry_after: Some(1),
+        },
+    });
+    let after = daemon
+        .wait_for("the refusal counted and a poll after it", WAIT, |metrics| {
+            metrics.errors("main", "usage_failed") == 1.0
+                && poll_count(metrics, "main") >= poll_count(&before, "main") + 3.0
+        })
+        .await;
+    daemon.stop().await;
+    assert_eq!(after.up("main"), 1.0);
+    assert_eq!(
+        after.errors("main", "http_429"),
+        0.0,
+        "the poll itself completed"
+    );
+    let requests = simulator.requests();
+    let refused = requests
+        .iter()
+        .position(|request| request.status == 429)
+        .expect("the 429");
+    assert_eq!(
+        requests[refused + 1].path,
+        "/api/status",
+        "nothing more in the poll that was refused: {:?}",
+        &requests[refused..(refused + 3).min(requests.len())]
+    );
+    assert_eq!(
+        after.family("cometapi_subscription_info"),
+        before.family("cometapi_subscription_info"),
+        "the subscriptions kept their values"
+    );
+}

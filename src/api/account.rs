@@ -301,29 +301,19 @@ pub async fn read_account_money(
         None
     };
 
-    requests += 1;
     let kept_subscriptions = || previous.and_then(|money| money.subscriptions.clone());
-    let subscriptions = match client.subscriptions().await {
-        Ok(Some(subscriptions)) => {
-            remember(&mut |memory| memory.mark_present(account, Endpoint::Subscriptions));
-            let (titles, plans_requests, plans_failure) =
-                plan_titles(client, memory, &subscriptions, now).await?;
-            requests += plans_requests;
-            failures.extend(plans_failure);
-            Some(with_plan_titles(subscriptions, &titles))
-        }
-        Ok(None) => {
-            remember(&mut |memory| memory.mark_absent(account, Endpoint::Subscriptions, now));
-            None
-        }
-        Err(ApiError::Cancelled) => return Err(ApiError::Cancelled),
-        Err(error) => {
-            failures.push(PartialFailure {
-                part: MoneyPart::Subscriptions,
-                error,
-            });
-            kept_subscriptions()
-        }
+    // After a 429 the budget waits out the server's Retry-After: asking more in this poll would
+    // only hold the poll up (or be refused again), so the subscriptions keep their values.
+    let rate_limited = failures
+        .iter()
+        .any(|failure| matches!(failure.error, ApiError::Http { status: 429, .. }));
+    let subscriptions = if rate_limited {
+        kept_subscriptions()
+    } else {
+        requests += 1;
+        read_subscriptions(client, memory, now, &mut requests, &mut failures)
+            .await?
+            .unwrap_or_else(kept_subscriptions)
     };
     for failure in &failures {
         tracing::warn!(
@@ -339,6 +329,47 @@ pub async fn read_account_money(
         },
         requests,
         failures,
+    })
+}
+
+/// The subscriptions with their plan titles: `Ok(Some(value))` read (`None` inside: the server
+/// has no such route), `Ok(None)` failed (pushed to `failures`; the caller keeps the old ones).
+async fn read_subscriptions(
+    client: &ApiClient,
+    memory: &Mutex<AccountRouteMemory>,
+    now: i64,
+    requests: &mut u32,
+    failures: &mut Vec<PartialFailure>,
+) -> Result<Option<Option<Vec<Subscription>>>, ApiError> {
+    let account = client.account();
+    let remember = |update: &mut dyn FnMut(&mut AccountRouteMemory)| {
+        update(
+            &mut memory
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+    };
+    Ok(match client.subscriptions().await {
+        Ok(Some(subscriptions)) => {
+            remember(&mut |memory| memory.mark_present(account, Endpoint::Subscriptions));
+            let (titles, plans_requests, plans_failure) =
+                plan_titles(client, memory, &subscriptions, now).await?;
+            *requests += plans_requests;
+            failures.extend(plans_failure);
+            Some(Some(with_plan_titles(subscriptions, &titles)))
+        }
+        Ok(None) => {
+            remember(&mut |memory| memory.mark_absent(account, Endpoint::Subscriptions, now));
+            Some(None)
+        }
+        Err(ApiError::Cancelled) => return Err(ApiError::Cancelled),
+        Err(error) => {
+            failures.push(PartialFailure {
+                part: MoneyPart::Subscriptions,
+                error,
+            });
+            None
+        }
     })
 }
 

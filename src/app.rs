@@ -18,7 +18,8 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{ApiClient, BudgetPool, ClientBuildError, RequestObserver};
 use crate::clock::{unix_now, Clock};
 use crate::config::Config;
-use crate::http::{self, HttpSettings};
+use crate::http::tls::TlsSetupError;
+use crate::http::{self, HttpSettings, WebSecurity};
 use crate::metrics::Exporter;
 use crate::policy::state::StateError;
 use crate::policy::PolicyEngine;
@@ -42,6 +43,9 @@ pub enum AppError {
     /// The policy state directory cannot be used (a configuration problem: exit 2).
     #[error(transparent)]
     PolicyState(#[from] StateError),
+    /// The web config's TLS settings cannot be built (a configuration problem: exit 2).
+    #[error("web config: {0}")]
+    Tls(#[from] TlsSetupError),
 }
 
 /// A daemon whose listen socket is bound and which is ready to run.
@@ -49,11 +53,16 @@ pub struct Daemon {
     config: Config,
     listener: TcpListener,
     exporter: Arc<Exporter>,
+    security: Arc<WebSecurity>,
     clock: Clock,
 }
 
 impl Daemon {
     pub async fn bind(config: Config) -> Result<Daemon, AppError> {
+        let security = Arc::new(WebSecurity::from_config(
+            config.server.web_config.as_ref(),
+            config.server.header_read_timeout,
+        )?);
         let address = config.server.listen;
         let listener = TcpListener::bind(address)
             .await
@@ -62,6 +71,7 @@ impl Daemon {
             exporter: Exporter::new(&config.account_names()),
             config,
             listener,
+            security,
             clock: Clock::system(),
         })
     }
@@ -81,18 +91,32 @@ impl Daemon {
         Arc::clone(&self.exporter)
     }
 
+    /// `https` when the web config turns TLS on, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        self.security.scheme()
+    }
+
+    /// What the web config turned on (for tests: the basic-auth check counter).
+    pub fn security(&self) -> Arc<WebSecurity> {
+        Arc::clone(&self.security)
+    }
+
     /// Runs until `shutdown` is cancelled.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), AppError> {
         let Daemon {
             config,
             listener,
             exporter,
+            security,
             clock,
         } = self;
+        let scheme = security.scheme();
         let address = listener
             .local_addr()
-            .map(http::display_address)
+            .map(|address| http::display_url(address, scheme))
             .unwrap_or_default();
+        let tls = security.tls.is_some();
+        let basic_auth = security.basic_auth.is_some();
         let policy = match &config.policy {
             Some(policy_config) => {
                 let engine = PolicyEngine::open(
@@ -151,6 +175,7 @@ impl Daemon {
         let http_settings = HttpSettings {
             header_read_timeout: config.server.header_read_timeout,
             max_connections: config.server.max_connections,
+            security,
         };
         let server = tokio::spawn(http::serve(
             listener,
@@ -172,7 +197,7 @@ impl Daemon {
                 return Err(AppError::Scheduler(error.to_string()));
             }
         };
-        tracing::info!(%address, accounts = config.accounts.len(), "serving /metrics");
+        tracing::info!(%address, accounts = config.accounts.len(), tls, basic_auth, "serving /metrics");
 
         shutdown.cancelled().await;
         if let Err(error) = scheduler.shutdown().await {

@@ -26,6 +26,7 @@ mod raw;
 mod render;
 mod token;
 mod validate;
+mod web;
 
 #[cfg(test)]
 mod tests;
@@ -41,6 +42,10 @@ use crate::policy::rules::PolicyConfig;
 use crate::secret::Secret;
 
 pub use error::ConfigError;
+pub use web::{
+    BasicAuthUser, ClientAuth, KeySource, PemSource, TlsMaterial, TlsMaterialError, TlsSettings,
+    TlsVersion, WebConfig, ALLOWED_HEADERS,
+};
 
 /// Prefix of the environment variables that override config keys (`KEYMON_POLL__INTERVAL`).
 pub const ENV_PREFIX: &str = "KEYMON_";
@@ -133,6 +138,9 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     /// Connections served at once; at least 1.
     pub max_connections: usize,
+    /// The web config (`web_config_file` or `--web.config.file`): TLS, basic auth, headers.
+    /// `None`: plain HTTP, no credentials.
+    pub web_config: Option<WebConfig>,
 }
 
 /// How and how fast the management API is polled. Applies to every account.
@@ -239,6 +247,7 @@ impl Default for ServerConfig {
             listen: DEFAULT_LISTEN,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            web_config: None,
         }
     }
 }
@@ -295,6 +304,15 @@ impl Config {
     /// (`token_file = ...` or `token_env = ...`), never the token.
     pub fn render_redacted(&self) -> String {
         render::render_redacted(self)
+    }
+
+    /// Replaces the web config with the file given on the command line (`--web.config.file`,
+    /// relative to the working directory), which wins over `[server] web_config_file`. Its
+    /// warnings join [`Config::warnings`].
+    pub fn use_web_config_file(&mut self, path: &Path) -> Result<(), ConfigError> {
+        let web = web::load_web_config(path, None, &mut self.warnings)?;
+        self.server.web_config = Some(web);
+        Ok(())
     }
 }
 

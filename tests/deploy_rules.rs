@@ -246,6 +246,49 @@ fn example_kubernetes_scrape_variant_is_valid_once_uncommented() {
     assert!(success, "the Kubernetes variant:\n{variant}\n{report}");
 }
 
+/// The commented TLS variant (scheme https, tls_config, basic_auth), uncommented, with its
+/// files present: promtool accepts it, and it matches what the daemon's web config asks for.
+#[test]
+fn example_tls_scrape_variant_is_valid_once_uncommented() {
+    if !tools::tools_available(&["promtool"]) {
+        return;
+    }
+    let text = read_text(PROMETHEUS_CONFIG);
+    let begin = text.find("# BEGIN tls variant\n").expect("BEGIN marker");
+    let end = text.find("  # END tls variant").expect("END marker");
+    let block = &text[text[begin..].find('\n').unwrap() + begin + 1..end];
+    let mut variant = String::from("scrape_configs:\n");
+    for line in block.lines() {
+        let line = line
+            .strip_prefix("  # ")
+            .expect("every variant line is commented");
+        variant.push_str("  ");
+        variant.push_str(line);
+        variant.push('\n');
+    }
+    let parsed: Value = serde_yaml_ng::from_str(&variant).expect("the variant is YAML");
+    let job = &parsed["scrape_configs"][0];
+    assert_eq!(job["job_name"], JOB_NAME);
+    assert_eq!(job["scheme"], "https");
+    assert!(job["tls_config"]["ca_file"].is_string());
+    assert!(job["tls_config"]["server_name"].is_string());
+    assert!(job["basic_auth"]["username"].is_string());
+    assert!(
+        job["basic_auth"]["password_file"].is_string() && job["basic_auth"]["password"].is_null(),
+        "the password comes from a file, not the config"
+    );
+    // Its files, where promtool can see them.
+    let directory = tempfile::tempdir().unwrap();
+    let local = variant.replace("/etc/prometheus/", "");
+    for name in ["cometapi-keymon-ca.crt", "cometapi-keymon.password"] {
+        assert!(local.contains(name), "{name}");
+        std::fs::write(directory.path().join(name), "placeholder\n").unwrap();
+    }
+    std::fs::write(directory.path().join("variant.yml"), local).unwrap();
+    let (success, report) = promtool(directory.path(), &["check", "config", "variant.yml"]);
+    assert!(success, "the TLS variant:\n{variant}\n{report}");
+}
+
 #[test]
 fn metric_names_in_finds_metrics_and_skips_functions_keywords_and_labels() {
     let names = metric_names_in(

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use super::shared::{failure, init_tracing, runtime};
-use crate::app::Daemon;
+use super::shared::{apply_web_config_flag, failure, init_tracing, runtime};
+use crate::app::{AppError, Daemon};
 use crate::config::{
     AccountConfig, Config, ConfigSource, LogConfig, LogFormat, PollConfig, PollSchedule,
     ServerConfig, TokenSource,
@@ -20,7 +20,7 @@ use crate::secret::Secret;
 use crate::shutdown;
 use crate::simulator::{Simulator, SimulatorConfig, SIMULATED_MODELS};
 
-pub fn run(listen: SocketAddr, keys: usize) -> ExitCode {
+pub fn run(listen: SocketAddr, keys: usize, web_config_file: Option<PathBuf>) -> ExitCode {
     init_tracing(&LogConfig {
         level: "info".into(),
         format: LogFormat::Text,
@@ -45,14 +45,24 @@ pub fn run(listen: SocketAddr, keys: usize) -> ExitCode {
             };
         spend_a_little_on_every_model(&simulator);
         simulator.spawn_traffic(Duration::from_secs(1), shutdown.clone());
-        let config = demo_config(listen, &simulator);
+        let mut config = demo_config(listen, &simulator);
+        if let Err(code) = apply_web_config_flag(&mut config, web_config_file) {
+            return code;
+        }
+        for warning in &config.warnings {
+            tracing::warn!("{warning}");
+        }
         let daemon = match Daemon::bind(config).await {
             Ok(daemon) => daemon,
+            Err(error @ AppError::Tls(_)) => {
+                eprintln!("cometapi-keymon: {error}");
+                return ExitCode::from(2);
+            }
             Err(error) => {
                 return failure(format!("{error} (choose another address with --listen)"))
             }
         };
-        let address = crate::http::display_address(daemon.local_addr());
+        let address = crate::http::display_url(daemon.local_addr(), daemon.scheme());
         println!(
             "cometapi-keymon demo: a simulated account with {keys} keys at {}",
             simulator.base_url()

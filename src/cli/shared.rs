@@ -30,6 +30,20 @@ pub fn load_config(path: Option<PathBuf>) -> Result<Config, ExitCode> {
     })
 }
 
+/// `--web.config.file`, when given, replaces `[server] web_config_file` (exit 2 if it is bad).
+pub fn apply_web_config_flag(
+    config: &mut Config,
+    web_config_file: Option<PathBuf>,
+) -> Result<(), ExitCode> {
+    let Some(path) = web_config_file else {
+        return Ok(());
+    };
+    config.use_web_config_file(&path).map_err(|error| {
+        eprintln!("cometapi-keymon: {error}");
+        ExitCode::from(2)
+    })
+}
+
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

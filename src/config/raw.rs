@@ -39,6 +39,8 @@ pub(crate) struct RawServer {
     pub listen: String,
     pub header_read_timeout: HumanDuration,
     pub max_connections: usize,
+    /// The exporter-toolkit web config (TLS, basic auth, headers); relative to the config file.
+    pub web_config_file: Option<String>,
 }
 
 impl Default for RawServer {
@@ -47,6 +49,7 @@ impl Default for RawServer {
             listen: DEFAULT_LISTEN.to_string(),
             header_read_timeout: HumanDuration(DEFAULT_HEADER_READ_TIMEOUT),
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            web_config_file: None,
         }
     }
 }

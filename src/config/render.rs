@@ -34,6 +34,22 @@ pub(crate) fn render_redacted(config: &Config) -> String {
         toml_duration(server.header_read_timeout)
     );
     let _ = writeln!(out, "max_connections = {}", server.max_connections);
+    match &server.web_config {
+        Some(web) => {
+            let _ = writeln!(
+                out,
+                "web_config_file = {}",
+                toml_string(&web.path.display().to_string())
+            );
+            out.push_str(&crate::config::web::render_redacted(web));
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "# web_config_file is not set: plain HTTP, no credentials"
+            );
+        }
+    }
 
     let poll = &config.poll;
     let _ = writeln!(out, "\n[poll]");

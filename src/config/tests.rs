@@ -133,6 +133,7 @@ usage = true
                 listen: "127.0.0.1:9100".parse().unwrap(),
                 header_read_timeout: Duration::from_secs(3),
                 max_connections: 16,
+                web_config: None,
             }
         );
         assert_eq!(

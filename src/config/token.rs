@@ -86,7 +86,7 @@ pub(crate) fn read_token_file(path: &Path, name: &TokenFileName) -> Result<Token
 /// one of the daemon's own (a Kubernetes secret volume with `fsGroup`, a dedicated service
 /// group) is not reported: only the daemon's own group can read it.
 #[cfg(unix)]
-fn readable_by_others_mode(metadata: &std::fs::Metadata) -> Option<u32> {
+pub(crate) fn readable_by_others_mode(metadata: &std::fs::Metadata) -> Option<u32> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let mode = metadata.permissions().mode() & 0o7777;
     let world_readable = mode & 0o004 != 0;
@@ -111,7 +111,7 @@ fn own_group_ids() -> Vec<u32> {
 }
 
 #[cfg(not(unix))]
-fn readable_by_others_mode(_metadata: &std::fs::Metadata) -> Option<u32> {
+pub(crate) fn readable_by_others_mode(_metadata: &std::fs::Metadata) -> Option<u32> {
     None
 }
 

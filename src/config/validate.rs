@@ -19,6 +19,7 @@ use crate::config::policy::validate_policy;
 use crate::config::raw::{RawAccount, RawConfig, RawLog, RawPoll, RawServer};
 use crate::config::render::format_duration;
 use crate::config::token::{self, TokenFileName};
+use crate::config::web::load_web_config;
 use crate::config::{
     AccountConfig, Config, ConfigError, ConfigSource, LogConfig, PollConfig, PollSchedule,
     ServerConfig, TokenSource, DEFAULT_ACCOUNT_NAME, DEFAULT_BASE_URL, DEFAULT_POLL_INTERVAL,
@@ -48,10 +49,10 @@ pub(crate) fn load_file(path: &Path) -> Result<Config, ConfigError> {
     let origins = Origins::new(&figment, &source);
 
     let mut warnings = Vec::new();
-    let server = validate_server(&raw.server, &origins)?;
+    let token_dir = path.parent().unwrap_or(Path::new(""));
+    let server = validate_server(&raw.server, token_dir, &origins, &mut warnings)?;
     let poll = validate_poll(&raw.poll, &origins, &mut warnings)?;
     let log = validate_log(&raw.log, &origins)?;
-    let token_dir = path.parent().unwrap_or(Path::new(""));
     let accounts = validate_accounts(&raw.accounts, &poll, token_dir, &origins, &mut warnings)?;
     let policy = match &raw.policy {
         Some(raw_policy) => Some(validate_policy(
@@ -112,7 +113,7 @@ pub(crate) fn load_environment() -> Result<Config, ConfigError> {
     }
 
     let mut warnings = Vec::new();
-    let server = validate_server(&raw.server, &origins)?;
+    let server = validate_server(&raw.server, Path::new(""), &origins, &mut warnings)?;
     let poll = validate_poll(&raw.poll, &origins, &mut warnings)?;
     let log = validate_log(&raw.log, &origins)?;
     let accounts = vec![environment_account(&poll, &mut warnings)?];
@@ -259,7 +260,12 @@ fn check_toml_file(path: &Path) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn validate_server(raw: &RawServer, origins: &Origins) -> Result<ServerConfig, ConfigError> {
+fn validate_server(
+    raw: &RawServer,
+    config_dir: &Path,
+    origins: &Origins,
+    warnings: &mut Vec<String>,
+) -> Result<ServerConfig, ConfigError> {
     let section = KeyPath::root().field("server");
     let listen_key = section.field("listen");
     let listen: SocketAddr = raw.listen.trim().parse().map_err(|_| {
@@ -281,10 +287,23 @@ fn validate_server(raw: &RawServer, origins: &Origins) -> Result<ServerConfig, C
     if raw.max_connections == 0 {
         return Err(origins.error(&section.field("max_connections"), "must be at least 1"));
     }
+    let web_config = match raw.web_config_file.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(file) => {
+            let key = section.field("web_config_file");
+            let path = config_dir.join(file);
+            Some(load_web_config(
+                &path,
+                Some((origins.of(&key), &key)),
+                warnings,
+            )?)
+        }
+    };
     Ok(ServerConfig {
         listen,
         header_read_timeout,
         max_connections: raw.max_connections,
+        web_config,
     })
 }
 

@@ -5,8 +5,15 @@
 //! machinery with a header-read timeout (slow clients cannot hold connections open) and counted
 //! against `max_connections`. On shutdown the listener closes at once and open connections get
 //! a few seconds to finish their response.
+//!
+//! With a web config (`security`), a connection first completes a TLS handshake (`tls`, bounded
+//! by the same timeout; HTTP/2 when ALPN picks it), and every request is admitted or refused
+//! (`auth`, `security`) before it reaches the routes.
 
+pub mod auth;
 mod routes;
+pub mod security;
+pub mod tls;
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -28,7 +35,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::exposition::PlainText;
 use crate::metrics::Exporter;
-use routes::route;
+use routes::respond;
+pub use security::WebSecurity;
 
 /// How long open connections may take to finish after shutdown begins.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
@@ -37,6 +45,8 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 pub struct HttpSettings {
     pub header_read_timeout: Duration,
     pub max_connections: usize,
+    /// TLS, basic auth and extra headers from the web config; `WebSecurity::none()` without.
+    pub security: Arc<WebSecurity>,
 }
 
 /// Serves until `shutdown` is cancelled, then drains open connections for `SHUTDOWN_GRACE`.
@@ -48,6 +58,9 @@ pub async fn serve(
 ) {
     let graceful = GracefulShutdown::new();
     let connection_slots = Arc::new(Semaphore::new(settings.max_connections.max(1)));
+    if let Some(tls) = &settings.security.tls {
+        tokio::spawn(Arc::clone(tls).summarize_failures(shutdown.clone()));
+    }
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -72,16 +85,29 @@ pub async fn serve(
             continue;
         };
         let exporter = Arc::clone(&exporter);
+        let security = Arc::clone(&settings.security);
+        let service = service_fn(move |request| {
+            let exporter = Arc::clone(&exporter);
+            let security = Arc::clone(&security);
+            async move { Ok::<_, Infallible>(respond(&request, &exporter, &security).await) }
+        });
+        if let Some(tls) = &settings.security.tls {
+            tokio::spawn(tls::serve_connection(
+                Arc::clone(tls),
+                stream,
+                peer,
+                service,
+                settings.header_read_timeout,
+                graceful.watcher(),
+                shutdown.clone(),
+                slot,
+            ));
+            continue;
+        }
         let connection = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(settings.header_read_timeout)
-            .serve_connection(
-                TokioIo::new(stream),
-                service_fn(move |request| {
-                    let exporter = Arc::clone(&exporter);
-                    async move { Ok::<_, Infallible>(route(&request, &exporter)) }
-                }),
-            );
+            .serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(error) = connection.await {
@@ -140,9 +166,14 @@ impl hyper::body::Body for ResponseBody {
 
 /// The address the server is reachable at, for log lines and the demo banner.
 pub fn display_address(address: SocketAddr) -> String {
+    display_url(address, "http")
+}
+
+/// As [`display_address`], with the scheme (`https` when TLS is on).
+pub fn display_url(address: SocketAddr, scheme: &str) -> String {
     if address.ip().is_unspecified() {
-        format!("http://127.0.0.1:{}", address.port())
+        format!("{scheme}://127.0.0.1:{}", address.port())
     } else {
-        format!("http://{address}")
+        format!("{scheme}://{address}")
     }
 }

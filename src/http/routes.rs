@@ -1,7 +1,8 @@
 //! What each path answers: `/metrics` (the cached families, gzip-framed or inflated for plain
 //! clients, plus the per-scrape health text), `/healthz`, `/readyz` (503 naming the accounts
 //! without a complete poll), `/` (the status page) and 405/404 for the rest. Each route reads
-//! the `Exporter` and never waits for a poll.
+//! the `Exporter` and never waits for a poll. `respond` puts the web config's admission
+//! (credentials) in front of the routes and its headers on every response.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -11,11 +12,38 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ACCEPT_ENCODING, ALLOW, CONTENT_ENCODING, CONTENT_TYPE, VARY};
 use hyper::{Method, Request, Response, StatusCode};
 
+use super::security::{Refusal, WebSecurity};
 use super::ResponseBody;
 use crate::clock::unix_now;
 use crate::metrics::{self, Exporter};
 
-pub(super) fn route(request: &Request<Incoming>, exporter: &Exporter) -> Response<ResponseBody> {
+/// Admits or refuses the request (credentials), routes it, adds the configured headers. A
+/// refused request never reaches `route`.
+pub(super) async fn respond(
+    request: &Request<Incoming>,
+    exporter: &Exporter,
+    security: &WebSecurity,
+) -> Response<ResponseBody> {
+    let refusal = security
+        .admit(request.uri().path(), request.headers())
+        .await
+        .err();
+    let mut response = match refusal {
+        None => route(request, exporter),
+        Some(Refusal::Unauthorized) => text_response(
+            StatusCode::UNAUTHORIZED,
+            "401 Unauthorized: this endpoint needs basic auth credentials\n".into(),
+        ),
+        Some(Refusal::Busy) => text_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "503: too many password checks in progress; retry\n".into(),
+        ),
+    };
+    security.finish(response.headers_mut(), refusal);
+    response
+}
+
+fn route(request: &Request<Incoming>, exporter: &Exporter) -> Response<ResponseBody> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
         let mut response =
             text_response(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n".into());

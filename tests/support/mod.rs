@@ -4,6 +4,7 @@
 
 pub mod deploy;
 pub mod process;
+pub mod tls;
 pub mod tools;
 
 use std::collections::BTreeMap;
@@ -71,6 +72,7 @@ pub fn test_config(accounts: Vec<AccountConfig>, schedule: PollSchedule) -> Conf
             listen: SocketAddr::from(LOOPBACK_ANY_PORT),
             header_read_timeout: Duration::from_secs(5),
             max_connections: 64,
+            web_config: None,
         },
         poll: PollConfig {
             schedule,

@@ -1,5 +1,8 @@
 //! Benchmark: requests per complete poll, poll wall time, /metrics size, scrape latency and
-//! the daemon's peak RSS, for 1k, 10k and 100k keys.
+//! the daemon's peak RSS, for 1k, 10k and 100k keys; each size once with `[poll] usage = false`
+//! and once with usage on and today's spend recorded for every key on 2 of 20 models (so the
+//! spend by key and model adds 2 × 3 series per key), which shows what the account's money reads
+//! add per poll (wallet, usage, subscriptions, plans) and per scrape.
 //!
 //! Run with `cargo bench --bench poll_and_scrape` (add `-- 1000 10000` to choose sizes). The
 //! simulated management API runs in this process; the daemon is the release binary in its own
@@ -12,13 +15,19 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cometapi_keymon::simulator::{Simulator, SimulatorConfig};
+use cometapi_keymon::simulator::{Simulator, SimulatorConfig, UsageRecord};
+
+/// Models the spend is spread over; each key spends on two of them.
+const MODELS: usize = 20;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_cometapi-keymon");
 
 struct Figures {
     keys: usize,
+    usage: bool,
     requests: usize,
+    /// Requests to the account's routes (/api/user, /api/data, /api/subscription).
+    money_requests: usize,
     poll_seconds: f64,
     metrics_bytes: usize,
     gzip_bytes: usize,
@@ -28,6 +37,9 @@ struct Figures {
     plain_median_ms: f64,
     plain_p99_ms: f64,
     peak_rss_mib: f64,
+    /// nginx serving the same bytes from a file (`gzip_static` with a `.gz` copy), same client.
+    nginx_gzip_median_ms: f64,
+    nginx_plain_median_ms: f64,
 }
 
 fn main() {
@@ -46,17 +58,21 @@ fn main() {
         .unwrap();
     let mut results = Vec::new();
     for keys in sizes {
-        results.push(runtime.block_on(measure(keys)));
+        for usage in [false, true] {
+            results.push(runtime.block_on(measure(keys, usage)));
+        }
     }
     println!();
-    println!("| keys | requests/poll | poll wall time | /metrics size (gzip) | series | scrape gzip median / p99 | scrape plain median / p99 | daemon peak RSS |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for figures in results {
+    println!("| keys | usage | requests/poll (account routes; list pages) | poll wall time | /metrics size (gzip) | series | scrape gzip median / p99 | scrape plain median / p99 | daemon peak RSS |");
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|");
+    for figures in &results {
         println!(
-            "| {} | {} (ceil(N/100)+1 = {}) | {:.2} s | {:.1} MB ({:.1} MB) | {} | {:.2} / {:.2} ms | {:.1} / {:.1} ms | {:.1} MiB |",
+            "| {} | {} | {} ({}; ceil(N/100) = {}) | {:.2} s | {:.1} MB ({:.1} MB) | {} | {:.2} / {:.2} ms | {:.1} / {:.1} ms | {:.1} MiB |",
             figures.keys,
+            if figures.usage { "on, 2 of 20 models per key" } else { "off" },
             figures.requests,
-            figures.keys.div_ceil(100) + 1,
+            figures.money_requests,
+            figures.keys.div_ceil(100),
             figures.poll_seconds,
             figures.metrics_bytes as f64 / 1e6,
             figures.gzip_bytes as f64 / 1e6,
@@ -68,10 +84,38 @@ fn main() {
             figures.peak_rss_mib,
         );
     }
+    println!();
+    println!("| keys | usage | scrape gzip median: daemon / nginx (same bytes) | scrape plain median: daemon / nginx |");
+    println!("|---:|---|---:|---:|");
+    for figures in &results {
+        println!(
+            "| {} | {} | {:.2} / {:.2} ms ({:.1}x) | {:.1} / {:.1} ms ({:.1}x) |",
+            figures.keys,
+            if figures.usage { "on" } else { "off" },
+            figures.gzip_median_ms,
+            figures.nginx_gzip_median_ms,
+            figures.gzip_median_ms / figures.nginx_gzip_median_ms,
+            figures.plain_median_ms,
+            figures.nginx_plain_median_ms,
+            figures.plain_median_ms / figures.nginx_plain_median_ms,
+        );
+    }
+    for pair in results.chunks(2) {
+        if let [off, on] = pair {
+            println!(
+                "{} keys: usage on adds {} series, {:.1} MB of text ({:.2} MB gzip), {} requests per poll",
+                off.keys,
+                on.series as i64 - off.series as i64,
+                (on.metrics_bytes as f64 - off.metrics_bytes as f64) / 1e6,
+                (on.gzip_bytes as f64 - off.gzip_bytes as f64) / 1e6,
+                on.requests as i64 - off.requests as i64,
+            );
+        }
+    }
 }
 
-async fn measure(keys: usize) -> Figures {
-    eprintln!("seeding a simulated account with {keys} keys ...");
+async fn measure(keys: usize, usage: bool) -> Figures {
+    eprintln!("seeding a simulated account with {keys} keys (usage {usage}) ...");
     let simulator = Simulator::start(
         SimulatorConfig {
             keys,
@@ -82,6 +126,26 @@ async fn measure(keys: usize) -> Figures {
     )
     .await
     .expect("simulator starts");
+    if usage {
+        let now = simulator.now();
+        for (index, token) in simulator.tokens().into_iter().enumerate() {
+            for model in [index % MODELS, (index + 7) % MODELS] {
+                simulator.record_usage(UsageRecord {
+                    at: now - 60,
+                    token_id: token.id,
+                    token_name: token.name.clone(),
+                    use_group: if token.group.is_empty() {
+                        "default".into()
+                    } else {
+                        token.group.clone()
+                    },
+                    model_name: format!("model-{model:02}"),
+                    quota: 1_000 + index as i64,
+                    tokens: 100 + model as i64,
+                });
+            }
+        }
+    }
     let directory = tempfile::tempdir().unwrap();
     let token_file = directory.path().join("token");
     std::fs::write(&token_file, simulator.access_token()).unwrap();
@@ -94,10 +158,10 @@ async fn measure(keys: usize) -> Figures {
     std::fs::write(
         &config,
         format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[poll]\ninterval = \"1h\"\ntimeout = \"30s\"\nrequests_per_minute = 1000000\n\
+            "[server]\nlisten = \"127.0.0.1:0\"\n[poll]\ninterval = \"1h\"\ntimeout = \"30s\"\nrequests_per_minute = 1000000\nusage = {usage}\n\
              [log]\nlevel = \"warn,cometapi_keymon::app=info\"\n[[accounts]]\nname = \"bench\"\nbase_url = \"{}\"\ntoken_file = \"{}\"\n",
             simulator.base_url(),
-            token_file.display()
+            token_file.display(),
         ),
     )
     .unwrap();
@@ -163,6 +227,15 @@ async fn measure(keys: usize) -> Figures {
     );
     let series = text.lines().filter(|line| !line.starts_with('#')).count();
     let requests = simulator.requests().len();
+    let money_requests = simulator
+        .requests()
+        .iter()
+        .filter(|request| {
+            ["/api/user/", "/api/data/", "/api/subscription/"]
+                .iter()
+                .any(|prefix| request.path.starts_with(prefix))
+        })
+        .count();
 
     let mut gzip_timings = Vec::new();
     let mut gzip_bytes = 0;
@@ -195,6 +268,17 @@ async fn measure(keys: usize) -> Figures {
         assert_eq!(body.len(), text.len());
     }
     let peak_rss_mib = peak_rss_kib(child.id()) as f64 / 1024.0;
+    let gzip_body = gzip
+        .get(format!("{address}/metrics"))
+        .header("Accept-Encoding", "gzip")
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let (nginx_gzip_median_ms, nginx_plain_median_ms) =
+        nginx_reference(directory.path(), text.as_bytes(), &gzip_body).await;
     let _ = Command::new("sh")
         .args(["-c", &format!("kill -TERM {}", child.id())])
         .status();
@@ -204,7 +288,9 @@ async fn measure(keys: usize) -> Figures {
     let (plain_median_ms, plain_p99_ms) = median_and_p99(&mut plain_timings);
     Figures {
         keys,
+        usage,
         requests,
+        money_requests,
         poll_seconds,
         metrics_bytes: text.len(),
         gzip_bytes,
@@ -214,7 +300,100 @@ async fn measure(keys: usize) -> Figures {
         plain_median_ms,
         plain_p99_ms,
         peak_rss_mib,
+        nginx_gzip_median_ms,
+        nginx_plain_median_ms,
     }
+}
+
+/// Median scrape times (gzip, plain) of nginx serving `plain` and its gzip copy `gzipped` (the
+/// daemon's own gzip answer) from files, measured with the same client loop as the daemon.
+async fn nginx_reference(directory: &std::path::Path, plain: &[u8], gzipped: &[u8]) -> (f64, f64) {
+    let root = directory.join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("metrics"), plain).unwrap();
+    std::fs::write(root.join("metrics.gz"), gzipped).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let prefix = directory.join("nginx");
+    std::fs::create_dir_all(&prefix).unwrap();
+    let config = prefix.join("nginx.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "worker_processes 1;\nerror_log {prefix}/error.log;\npid {prefix}/nginx.pid;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{ access_log off; default_type text/plain; gzip_static on;\n\
+             client_body_temp_path {prefix}; proxy_temp_path {prefix}; fastcgi_temp_path {prefix};\n\
+             uwsgi_temp_path {prefix}; scgi_temp_path {prefix};\n\
+             server {{ listen 127.0.0.1:{port}; root {root}; }} }}\n",
+            prefix = prefix.display(),
+            root = root.display(),
+        ),
+    )
+    .unwrap();
+    let mut nginx = Command::new("nginx")
+        .args([
+            "-p",
+            prefix.to_str().unwrap(),
+            "-c",
+            config.to_str().unwrap(),
+            "-g",
+            "daemon off; user root;",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nginx starts (apt-get install nginx)");
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let client = reqwest::Client::builder().no_gzip().build().unwrap();
+    let started = Instant::now();
+    while client.get(&url).send().await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "nginx did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut gzip_timings = Vec::new();
+    for _ in 0..200 {
+        let start = Instant::now();
+        let body = client
+            .get(&url)
+            .header("Accept-Encoding", "gzip")
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        gzip_timings.push(start.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(body.len(), gzipped.len(), "nginx serves the gzip copy");
+    }
+    let mut plain_timings = Vec::new();
+    for _ in 0..30 {
+        let start = Instant::now();
+        let body = client
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        plain_timings.push(start.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(body.len(), plain.len());
+    }
+    let _ = Command::new("sh")
+        .args(["-c", &format!("kill -TERM {}", nginx.id())])
+        .status();
+    let _ = nginx.wait();
+    (
+        median_and_p99(&mut gzip_timings).0,
+        median_and_p99(&mut plain_timings).0,
+    )
 }
 
 fn sample(text: &str, series: &str) -> f64 {

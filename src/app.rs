@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApiClient, BudgetPool, ClientBuildError, RequestObserver};
-use crate::clock::unix_now;
+use crate::clock::{unix_now, Clock};
 use crate::config::Config;
 use crate::http::tls::TlsSetupError;
 use crate::http::{self, HttpSettings, WebSecurity};
@@ -54,6 +54,7 @@ pub struct Daemon {
     listener: TcpListener,
     exporter: Arc<Exporter>,
     security: Arc<WebSecurity>,
+    clock: Clock,
 }
 
 impl Daemon {
@@ -71,7 +72,13 @@ impl Daemon {
             config,
             listener,
             security,
+            clock: Clock::system(),
         })
+    }
+
+    /// Polls read this clock instead of the system clock (tests move it across midnight).
+    pub fn set_clock(&mut self, clock: Clock) {
+        self.clock = clock;
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -101,6 +108,7 @@ impl Daemon {
             listener,
             exporter,
             security,
+            clock,
         } = self;
         let scheme = security.scheme();
         let address = listener
@@ -158,6 +166,9 @@ impl Daemon {
                 exporter: exporter.clone(),
                 poll_running,
                 policy: policy.clone(),
+                usage: account.usage,
+                clock: clock.clone(),
+                route_memory: Default::default(),
             };
             pollers.spawn(poller.run(ticks, shutdown.clone()));
         }

@@ -81,6 +81,9 @@ pub const MIN_POLL_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// A TCP and TLS handshake that takes longer than 5 s means the server is unreachable.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Reading today's spend by key and model costs one request per poll and is what operators ask
+/// for; an account (or everyone) can turn it off.
+pub const DEFAULT_USAGE: bool = true;
 /// new-api allows about 60 `/api` requests per minute per client IP in total; half of that
 /// leaves room for the dashboard and other tools behind the same address.
 pub const DEFAULT_REQUESTS_PER_MINUTE: u32 = 30;
@@ -159,6 +162,9 @@ pub struct PollConfig {
     pub retry_backoff: Duration,
     /// Longest `Retry-After` of a 429 that is honoured.
     pub max_retry_after: Duration,
+    /// Read today's spend by key and model (`/api/data/*`) with every poll. Accounts may
+    /// override it ([`AccountConfig::usage`] holds the effective value).
+    pub usage: bool,
 }
 
 /// When polls start.
@@ -211,6 +217,8 @@ pub struct AccountConfig {
     pub user_id: Option<i64>,
     /// Effective request budget: the account's override or `[poll] requests_per_minute`.
     pub requests_per_minute: u32,
+    /// Effective: the account's `usage` or `[poll] usage`.
+    pub usage: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -255,6 +263,7 @@ impl Default for PollConfig {
             max_retries: DEFAULT_MAX_RETRIES,
             retry_backoff: DEFAULT_RETRY_BACKOFF,
             max_retry_after: DEFAULT_MAX_RETRY_AFTER,
+            usage: DEFAULT_USAGE,
         }
     }
 }

@@ -186,7 +186,7 @@ async fn off_a_terminal_a_slow_scan_says_once_how_long_it_will_take() {
         notices[0]
     );
     let keys: serde_json::Value = serde_json::from_str(&slow.stdout).expect("stdout is JSON");
-    assert_eq!(keys.as_array().unwrap().len(), 6_100);
+    assert_eq!(keys["keys"].as_array().unwrap().len(), 6_100);
     // A scan the budget does not hold back says nothing.
     let fast_config = write_config(directory.path(), &_simulator, 6_000, "");
     let fast = run(&["scan", "--config", fast_config.to_str().unwrap()]);
@@ -230,7 +230,7 @@ async fn on_a_terminal_progress_is_drawn_on_stderr_and_stdout_is_untouched() {
         );
         let keys: serde_json::Value = serde_json::from_str(&written).expect("stdout is JSON");
         let ids = |value: &serde_json::Value| -> Vec<i64> {
-            value
+            value["keys"]
                 .as_array()
                 .unwrap()
                 .iter()
@@ -593,7 +593,11 @@ async fn output_for_people_aligns_wide_names_and_says_units_and_utc() {
     // Every row has a cell starting at the terminal column where the header's STATUS starts.
     let lines: Vec<&str> = listed.stdout.lines().collect();
     let status_column = lines[0][..lines[0].find("STATUS").unwrap()].width();
-    for line in &lines[1..lines.len() - 1] {
+    let rows = lines[1..]
+        .iter()
+        .take_while(|line| line.starts_with(|first: char| first.is_ascii_digit()));
+    assert_eq!(rows.clone().count(), 13, "{}", listed.stdout);
+    for line in rows {
         let mut columns = 0;
         let mut previous = ' ';
         let mut at_column = None;

@@ -146,6 +146,12 @@ fn dashboard_has_the_panels_operators_asked_for() {
         "Poll duration",
         "Policy actions by outcome",
         "Circuit open",
+        "Wallet (USD)",
+        "Wallet over time (USD)",
+        "Spend rate (USD per hour)",
+        "Spend today by model (USD)",
+        "Top key × model pairs today (USD)",
+        "Subscriptions",
     ] {
         assert!(
             titles.contains(wanted),

@@ -19,16 +19,31 @@ pub enum Endpoint {
     Update,
     Delete,
     Status,
+    /// `GET /api/user/self`: the wallet.
+    User,
+    /// `GET /api/data/flow/self`: spend by key, group and model.
+    Usage,
+    /// `GET /api/data/self`: hourly spend by model (servers without the flow route).
+    UsageHourly,
+    /// `GET /api/subscription/self`.
+    Subscriptions,
+    /// `GET /api/subscription/plans`.
+    Plans,
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 6] = [
+    pub const ALL: [Endpoint; 11] = [
         Endpoint::List,
         Endpoint::Get,
         Endpoint::Create,
         Endpoint::Update,
         Endpoint::Delete,
         Endpoint::Status,
+        Endpoint::User,
+        Endpoint::Usage,
+        Endpoint::UsageHourly,
+        Endpoint::Subscriptions,
+        Endpoint::Plans,
     ];
 
     pub fn label(self) -> &'static str {
@@ -39,6 +54,11 @@ impl Endpoint {
             Endpoint::Update => "update",
             Endpoint::Delete => "delete",
             Endpoint::Status => "status",
+            Endpoint::User => "user",
+            Endpoint::Usage => "usage",
+            Endpoint::UsageHourly => "usage_hourly",
+            Endpoint::Subscriptions => "subscriptions",
+            Endpoint::Plans => "plans",
         }
     }
 
@@ -51,6 +71,11 @@ impl Endpoint {
             Endpoint::Update => "PUT /api/token/",
             Endpoint::Delete => "DELETE /api/token/{id}",
             Endpoint::Status => "GET /api/status",
+            Endpoint::User => "GET /api/user/self",
+            Endpoint::Usage => "GET /api/data/flow/self",
+            Endpoint::UsageHourly => "GET /api/data/self",
+            Endpoint::Subscriptions => "GET /api/subscription/self",
+            Endpoint::Plans => "GET /api/subscription/plans",
         }
     }
 }
@@ -75,6 +100,12 @@ pub const POLL_ERROR_REASONS: [&str; 11] = [
     "incomplete",
     "body_too_large",
 ];
+
+/// Reasons of `cometapi_poll_errors_total` for a read that failed inside a poll that still
+/// completed: the spend (`/api/data/*`) or the subscriptions (`/api/subscription/*`). The keys
+/// and the wallet of such a poll are current; the failed part keeps its last values. The HTTP
+/// status or transport error is in `cometapi_api_requests_total{endpoint}` and the log.
+pub const PARTIAL_READ_REASONS: [&str; 2] = ["usage_failed", "subscriptions_failed"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {

@@ -16,6 +16,7 @@
 //!
 //! `scan` builds the complete, de-duplicated listing of an account on top of `list_page`.
 
+pub mod account;
 pub mod budget;
 pub mod edit;
 pub mod error;
@@ -33,12 +34,17 @@ use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
+pub use account::{
+    read_account_money, AccountMoneyRead, AccountRouteMemory, MoneyPart, PartialFailure,
+    REQUESTS_PER_POLL_BEYOND_PAGES,
+};
 pub use budget::{AccountBudget, BudgetPool, RequestBudget};
 pub use edit::{editable_changes, FieldChange, KeyEdit};
-pub use error::{ApiError, AuthProblem, Endpoint, POLL_ERROR_REASONS};
+pub use error::{ApiError, AuthProblem, Endpoint, PARTIAL_READ_REASONS, POLL_ERROR_REASONS};
 pub use probe::{ListingProbe, RouteAnswer};
 pub use scan::{
-    newest_keys, scan_account, scan_account_observed, AccountListing, ScanObserver, ScanProgress,
+    newest_keys, scan_account, scan_account_observed, AccountListing, NoScanProgress, ScanObserver,
+    ScanProgress,
 };
 pub use wire::TokenRecord as KeyRecord;
 
@@ -53,6 +59,14 @@ pub const DEFAULT_QUOTA_PER_UNIT: f64 = 500_000.0;
 /// failed poll already stops requests until the next tick, which at the default interval is a
 /// minute away; this only keeps short intervals from hitting the limiter again at once.
 pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(10);
+
+/// What `GET /api/status` says that a poll uses.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ServerFacts {
+    pub quota_per_unit: f64,
+    /// `enable_data_export`; `None` when the server does not say.
+    pub data_export_enabled: Option<bool>,
+}
 
 /// Receives one call per HTTP request sent, for `cometapi_api_requests_total`.
 pub trait RequestObserver: Send + Sync {
@@ -281,6 +295,12 @@ impl ApiClient {
     /// route without authentication; the token is sent anyway because it goes to the same
     /// origin and a patched server may want it.
     pub async fn quota_per_unit(&self) -> Result<f64, ApiError> {
+        Ok(self.server_facts().await?.quota_per_unit)
+    }
+
+    /// What one `GET /api/status` tells: `quota_per_unit` (as `quota_per_unit()` explains) and
+    /// whether the server's data export (the usage tables) is on, when it says.
+    pub async fn server_facts(&self) -> Result<ServerFacts, ApiError> {
         let path = "/api/status";
         let status = match self
             .execute(Endpoint::Status, Method::GET, path, None)
@@ -290,10 +310,15 @@ impl ApiClient {
             Err(ApiError::Http { status: 404, .. }) => None,
             Err(error) => return Err(error),
         };
-        Ok(status
+        let data_export_enabled = status.as_ref().and_then(|status| status.enable_data_export);
+        let quota_per_unit = status
             .and_then(|status| status.quota_per_unit)
             .filter(|value| value.is_finite() && *value > 0.0)
-            .unwrap_or(DEFAULT_QUOTA_PER_UNIT))
+            .unwrap_or(DEFAULT_QUOTA_PER_UNIT);
+        Ok(ServerFacts {
+            quota_per_unit,
+            data_export_enabled,
+        })
     }
 
     /// `GET /api/token/{id}`. A deleted or foreign key is `KeyNotFound` ("record not found"). An

@@ -42,6 +42,8 @@ pub struct AccountListing {
     /// Every key of the account, ascending by id.
     pub keys: Vec<KeyState>,
     pub quota_per_unit: f64,
+    /// `enable_data_export` from `/api/status`; `None` when the server does not say.
+    pub data_export_enabled: Option<bool>,
     /// HTTP requests that succeeded for this listing (status plus pages of every pass).
     pub requests: u32,
     /// True when the first pass did not add up and the account was listed again.
@@ -71,9 +73,9 @@ pub trait ScanObserver: Send + Sync {
 }
 
 /// Shows nothing (the daemon's polls).
-struct Unobserved;
+pub struct NoScanProgress;
 
-impl ScanObserver for Unobserved {
+impl ScanObserver for NoScanProgress {
     fn page_read(&self, _progress: ScanProgress) {}
 }
 
@@ -84,7 +86,7 @@ enum PassOutcome {
 
 /// Lists every key of the account behind `client`, as the module doc describes.
 pub async fn scan_account(client: &ApiClient) -> Result<AccountListing, ApiError> {
-    scan_account_observed(client, &Unobserved).await
+    scan_account_observed(client, &NoScanProgress).await
 }
 
 /// `scan_account`, telling `observer` about every page.
@@ -92,7 +94,8 @@ pub async fn scan_account_observed(
     client: &ApiClient,
     observer: &dyn ScanObserver,
 ) -> Result<AccountListing, ApiError> {
-    let quota_per_unit = client.quota_per_unit().await?;
+    let facts = client.server_facts().await?;
+    let quota_per_unit = facts.quota_per_unit;
     let mut requests = 1;
     for pass in 1..=2 {
         match scan_pass(client, pass, observer).await? {
@@ -101,6 +104,7 @@ pub async fn scan_account_observed(
                 return Ok(AccountListing {
                     keys,
                     quota_per_unit,
+                    data_export_enabled: facts.data_export_enabled,
                     requests: requests + pages,
                     rescanned: pass > 1,
                 });

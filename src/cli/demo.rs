@@ -20,7 +20,7 @@ use crate::policy::rules::{
 };
 use crate::secret::Secret;
 use crate::shutdown;
-use crate::simulator::{Simulator, SimulatorConfig};
+use crate::simulator::{Simulator, SimulatorConfig, SIMULATED_MODELS};
 
 pub fn run(listen: SocketAddr, keys: usize, web_config_file: Option<PathBuf>) -> ExitCode {
     init_tracing(&LogConfig {
@@ -45,6 +45,7 @@ pub fn run(listen: SocketAddr, keys: usize, web_config_file: Option<PathBuf>) ->
                     ))
                 }
             };
+        spend_a_little_on_every_model(&simulator);
         simulator.spawn_traffic(Duration::from_secs(1), shutdown.clone());
         let mut config = demo_config(listen, &simulator);
         if let Err(code) = apply_web_config_flag(&mut config, web_config_file) {
@@ -67,7 +68,9 @@ pub fn run(listen: SocketAddr, keys: usize, web_config_file: Option<PathBuf>) ->
         let banner = format!(
             "cometapi-keymon demo: a simulated account with {keys} keys at {}\n  metrics:  \
              {address}/metrics\n  status:   {address}/\n  polling every 15 s; the simulator \
-             spends quota every second. Ctrl-C stops.\n  policy:   dry run (nothing is \
+             spends quota every second. Ctrl-C stops.\n  money:    the wallet \
+             (cometapi_account_*), today's spend by key and model (cometapi_key_model_*_total) \
+             and the subscriptions (cometapi_subscription_*)\n  policy:   dry run (nothing is \
              written); audit log in {}\n",
             simulator.base_url(),
             demo_state_dir().join("audit.jsonl").display()
@@ -85,6 +88,27 @@ pub fn run(listen: SocketAddr, keys: usize, web_config_file: Option<PathBuf>) ->
             Err(error) => failure(error.to_string()),
         }
     })
+}
+
+/// Some spend on the first usable keys across every simulated model, so the first poll already
+/// shows today's spend by key and model (the background traffic adds to it every second).
+fn spend_a_little_on_every_model(simulator: &Simulator) {
+    let now = simulator.now();
+    let usable = simulator
+        .tokens()
+        .into_iter()
+        .filter(|token| {
+            token.status == crate::simulator::STATUS_ENABLED
+                && !token.is_expired_at(now)
+                && (token.unlimited_quota || token.remain_quota > 100_000)
+        })
+        .take(24);
+    for (index, token) in usable.enumerate() {
+        let model = SIMULATED_MODELS[index % SIMULATED_MODELS.len()];
+        let quota = 5_000 + 2_500 * index as i64;
+        // A refused relay request is part of the traffic, not an error.
+        let _ = simulator.consume_model(token.id, model, quota, quota / 8);
+    }
 }
 
 /// The configuration `demo` runs with: one account against the simulator, polled every 15 s.
@@ -109,6 +133,7 @@ fn demo_config(listen: SocketAddr, simulator: &Simulator) -> Config {
             token_source: TokenSource::Env("(built-in simulator)".into()),
             user_id: None,
             requests_per_minute,
+            usage: true,
         }],
         source: ConfigSource::Environment,
         policy: Some(demo_policy()),

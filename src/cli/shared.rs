@@ -12,8 +12,10 @@ use clap::ValueEnum;
 use tokio_util::sync::CancellationToken;
 
 use super::progress::ScanProgressDisplay;
-use crate::api::{scan_account_observed, ApiClient, BudgetPool, IgnoreRequests};
+use crate::api::{ApiClient, BudgetPool, IgnoreRequests};
+use crate::clock::Clock;
 use crate::config::{self, Config, LogConfig, LogFormat};
+use crate::poller::poll_account_observed;
 use crate::snapshot::Snapshot;
 
 /// `--output`: a table for people or JSON for scripts.
@@ -63,9 +65,11 @@ pub fn init_one_shot(config: &Config) {
     }
 }
 
-/// One complete poll of every account, concurrently, with progress on stderr: the snapshots of
-/// those that completed (in config order) and whether any failed (each failure printed on
-/// stderr). Exit 2 when a client cannot be built (a token that is not a valid header value).
+/// One complete poll of every account (keys, wallet, today's spend, subscriptions), concurrently,
+/// with progress on stderr: the snapshots of those that completed (in config order) and whether
+/// any failed (each failure printed on stderr; a failed spend or subscriptions read is a
+/// warning, not a failure). Exit 2 when a client cannot be built (a token that is not a valid
+/// header value). The snapshots are as of `now`.
 pub async fn scan_every_account(
     config: &Config,
     now: i64,
@@ -90,10 +94,16 @@ pub async fn scan_every_account(
                 return Err(ExitCode::from(2));
             }
         };
+        let usage = account.usage;
         let display = Arc::clone(&display);
         scans.spawn(async move {
+            let memory = Default::default();
             let progress = display.account(client.account());
-            (index, scan_account_observed(&client, &progress).await)
+            let polled =
+                poll_account_observed(&client, &memory, None, &Clock::system(), usage, &progress)
+                    .await;
+            drop(progress);
+            (index, polled)
         });
     }
     let mut results = Vec::new();
@@ -106,12 +116,17 @@ pub async fn scan_every_account(
     for (index, result) in results {
         let account = &config.accounts[index].name;
         match result {
-            Ok(listing) => snapshots.push(Arc::new(Snapshot::new(
-                account.clone(),
-                listing.keys,
-                listing.quota_per_unit,
-                now,
-            ))),
+            Ok(polled) => {
+                for partial in &polled.partial_failures {
+                    eprintln!(
+                        "warning: account {account}: {} (shown without it)",
+                        partial.error
+                    );
+                }
+                let mut snapshot = polled.snapshot;
+                snapshot.completed_at = now;
+                snapshots.push(Arc::new(snapshot));
+            }
             Err(error) => {
                 eprintln!("cometapi-keymon: account {account}: {error}");
                 failed = true;

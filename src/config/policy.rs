@@ -214,6 +214,17 @@ fn validate_rule(
             ));
         }
     }
+    if let Some(below) = raw_when.account_quota_below {
+        if below < 1 {
+            return Err(origins.error(
+                &when.field("account_quota_below"),
+                format!(
+                    "{below} is out of range: expected quota units of the wallet, at least 1 \
+                     (500000 is 1 USD at the default quota_per_unit)"
+                ),
+            ));
+        }
+    }
     for (field, duration) in [
         ("expires_within", raw_when.expires_within),
         ("unused_for", raw_when.unused_for),
@@ -249,6 +260,7 @@ fn validate_rule(
         expires_within: raw_when.expires_within.map(|duration| duration.0),
         remaining_quota_below: raw_when.remaining_quota_below,
         remaining_fraction_below: raw_when.remaining_fraction_below,
+        account_quota_below: raw_when.account_quota_below,
         unused_for: raw_when.unused_for.map(|duration| duration.0),
         status,
     };

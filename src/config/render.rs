@@ -76,6 +76,7 @@ pub(crate) fn render_redacted(config: &Config) -> String {
         "max_retry_after = {}",
         toml_duration(poll.max_retry_after)
     );
+    let _ = writeln!(out, "usage = {}", poll.usage);
 
     let _ = writeln!(out, "\n[log]");
     let _ = writeln!(out, "level = {}", toml_string(&config.log.level));
@@ -106,6 +107,7 @@ pub(crate) fn render_redacted(config: &Config) -> String {
             }
         }
         let _ = writeln!(out, "requests_per_minute = {}", account.requests_per_minute);
+        let _ = writeln!(out, "usage = {}", account.usage);
     }
     if let Some(policy) = &config.policy {
         render_policy(&mut out, policy);
@@ -167,6 +169,9 @@ fn render_policy(out: &mut String, policy: &PolicyConfig) {
         }
         if let Some(below) = conditions.remaining_fraction_below {
             let _ = writeln!(out, "when.remaining_fraction_below = {below}");
+        }
+        if let Some(below) = conditions.account_quota_below {
+            let _ = writeln!(out, "when.account_quota_below = {below}");
         }
         if let Some(unused) = conditions.unused_for {
             let _ = writeln!(out, "when.unused_for = {}", toml_duration(unused));

@@ -105,6 +105,7 @@ max_body_bytes = 1048576
 max_retries = 4
 retry_backoff = "250ms"
 max_retry_after = "2m"
+usage = false
 
 [log]
 level = "info,cometapi_keymon=debug"
@@ -121,6 +122,7 @@ name = "self-hosted.2"
 base_url = "http://127.0.0.1:3000"
 token_env = "SECOND_TOKEN"
 requests_per_minute = 50
+usage = true
 "#,
         )
         .unwrap();
@@ -145,6 +147,7 @@ requests_per_minute = 50
                 max_retries: 4,
                 retry_backoff: Duration::from_millis(250),
                 max_retry_after: Duration::from_secs(120),
+                usage: false,
             }
         );
         assert_eq!(
@@ -164,6 +167,7 @@ requests_per_minute = 50
                     token_source: TokenSource::File(PathBuf::from("./token")),
                     user_id: Some(5678),
                     requests_per_minute: 12,
+                    usage: false,
                 },
                 AccountConfig {
                     name: "self-hosted.2".to_owned(),
@@ -172,6 +176,7 @@ requests_per_minute = 50
                     token_source: TokenSource::Env("SECOND_TOKEN".to_owned()),
                     user_id: None,
                     requests_per_minute: 50,
+                    usage: true,
                 },
             ]
         );
@@ -299,6 +304,7 @@ fn environment_only_mode_defines_the_default_account() {
                 token_source: TokenSource::Env(ENV_ACCESS_TOKEN.to_owned()),
                 user_id: Some(42),
                 requests_per_minute: 10,
+                usage: true,
             }]
         );
     });
@@ -1103,6 +1109,26 @@ fn bad_user_id_is_refused() {
             Some("accounts[0].user_id"),
             "invalid type: found string \"5678\", expected i64",
         );
+        let error = expect_error(load_with_token(
+            jail,
+            &format!("{ACCOUNT}usage = \"yes\"\n"),
+        ));
+        assert_error(
+            &error,
+            CONFIG_FILE,
+            Some("accounts[0].usage"),
+            "invalid type: found string \"yes\", expected a boolean",
+        );
+        let error = expect_error(load_with_token(
+            jail,
+            &format!("[poll]\nusage = 1\n\n{ACCOUNT}"),
+        ));
+        assert_error(
+            &error,
+            CONFIG_FILE,
+            Some("poll.usage"),
+            "invalid type: found signed int `1`, expected a boolean",
+        );
         let error = expect_error(load_with_token(jail, &format!("{ACCOUNT}user_id = 0\n")));
         assert_error(
             &error,
@@ -1420,6 +1446,7 @@ key_ids = [1, 2]
 name_matches = "^team-"
 groups = ["default"]
 when.remaining_fraction_below = 0.1
+when.account_quota_below = 2500000
 when.unused_for = "30d"
 when.expires_within = "3d"
 when.remaining_quota_below = 100
@@ -1449,6 +1476,7 @@ fn policy_loads_every_value_with_state_dir_next_to_the_file() {
             restore.conditions.unused_for,
             Some(Duration::from_secs(30 * 86_400))
         );
+        assert_eq!(restore.conditions.account_quota_below, Some(2_500_000));
         assert_eq!(
             policy.rules[0].conditions.status.as_ref().map(Vec::len),
             Some(2)
@@ -1474,7 +1502,9 @@ fn policy_defaults_are_dry_run_and_the_system_state_dir() {
 
 #[test]
 fn policy_mistakes_name_the_rule_key() {
-    let cases: [(&str, &str, &str); 9] = [
+    let cases: [(&str, &str, &str); 11] = [
+        ("[[policy.rules]]\nname = \"r\"\naction = \"disable\"\nwhen.account_quota_below = 0\n", "policy.rules[0].when.account_quota_below", "at least 1"),
+        ("[[policy.rules]]\nname = \"r\"\naction = \"disable\"\nwhen.account_quota_below = \"5 USD\"\n", "policy.rules[0].when.account_quota_below", "invalid type"),
         ("[[policy.rules]]\nname = \"r\"\naction = \"disable\"\n", "policy.rules[0]", "needs a selector (key_ids, accounts, name_matches, groups) or a when.* condition: with neither it would disable every key of every account"),
         ("[[policy.rules]]\nname = \"r\"\naction = \"top_up\"\n", "policy.rules[0].top_up.to", "missing"),
         ("[[policy.rules]]\nname = \"r\"\naction = \"delete\"\nwhen.expired = true\n", "policy.rules[0].action", "unknown action \"delete\""),

@@ -451,6 +451,7 @@ fn validate_poll(
         max_retries: raw.max_retries,
         retry_backoff: raw.retry_backoff.0,
         max_retry_after: raw.max_retry_after.0,
+        usage: raw.usage,
     })
 }
 
@@ -737,6 +738,7 @@ fn validate_account(
         token_source,
         user_id: raw.user_id,
         requests_per_minute,
+        usage: raw.usage.unwrap_or(poll.usage),
     })
 }
 
@@ -778,6 +780,7 @@ fn environment_account(
         token_source: TokenSource::Env(ENV_ACCESS_TOKEN.to_owned()),
         user_id,
         requests_per_minute: poll.requests_per_minute,
+        usage: poll.usage,
     })
 }
 

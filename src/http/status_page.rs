@@ -43,16 +43,6 @@ pub struct AccountStatus {
     /// From the last complete poll; `None` before the first.
     pub keys: Option<KeyCounts>,
     pub quota_per_unit: Option<f64>,
-    /// The account's wallet, once the daemon reads it (`GET /api/user/self`); `None` until then.
-    pub wallet: Option<WalletStatus>,
-}
-
-/// The account's own balance (filled by the account reader).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct WalletStatus {
-    /// Quota units left in the wallet (can be below 0).
-    pub remaining_quota: i64,
-    pub used_quota: i64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -203,7 +193,6 @@ impl StatusPage {
                     .as_ref()
                     .map(|snapshot| KeyCounts::of(snapshot, now)),
                 quota_per_unit: snapshot.as_ref().map(|snapshot| snapshot.quota_per_unit),
-                wallet: None,
                 view,
             });
         }
@@ -347,18 +336,46 @@ impl StatusPage {
         let mut fact = |label: &str, value: String| {
             let _ = writeln!(html, "<dt>{label}</dt><dd>{value}</dd>");
         };
-        // The wallet slot: the account's balance, once it is read with the keys.
+        // The account's money, read with the keys: a key with quota still fails when the
+        // wallet is empty.
+        let per_unit = view
+            .quota_per_unit
+            .or(account.quota_per_unit)
+            .filter(|per_unit| *per_unit > 0.0);
+        let money = |quota: i64| match per_unit {
+            Some(per_unit) => format!(
+                "{} <span class=\"muted\">= {quota} quota units</span>",
+                escape_html(&quota_text(quota, per_unit))
+            ),
+            None => format!("{quota} quota units"),
+        };
         fact(
             "wallet",
-            match (&account.wallet, account.quota_per_unit) {
-                (Some(wallet), Some(per_unit)) => format!(
-                    "{} left, {} used",
-                    escape_html(&quota_text(wallet.remaining_quota, per_unit)),
-                    escape_html(&quota_text(wallet.used_quota, per_unit))
+            match &view.wallet {
+                Some(wallet) if wallet.quota <= 0 => format!(
+                    "<span class=\"bad\">{} left: requests fail whatever the keys hold</span>, {} \
+                     used",
+                    money(wallet.quota),
+                    money(wallet.used_quota)
                 ),
-                _ => "<span class=\"muted\">not read by this version</span>".to_owned(),
+                Some(wallet) => format!(
+                    "{} left, {} used",
+                    money(wallet.quota),
+                    money(wallet.used_quota)
+                ),
+                None if account.keys.is_some() => {
+                    "<span class=\"muted\">not read (the server has no wallet route)</span>"
+                        .to_owned()
+                }
+                None => "<span class=\"muted\">not read yet</span>".to_owned(),
             },
         );
+        if let Some(spent) = view.spent_today {
+            fact("spent today (UTC)", money(spent));
+        }
+        if let Some(active) = view.active_subscriptions {
+            fact("active subscriptions", active.to_string());
+        }
         fact(
             "last complete poll",
             view.last_success_at.map_or_else(
@@ -677,6 +694,42 @@ mod tests {
                 "external asset or script: {external}"
             );
         }
+    }
+
+    #[test]
+    fn an_empty_wallet_is_flagged_and_a_missing_one_said() {
+        let page = |wallet: Option<crate::account::Wallet>| {
+            StatusPage::build(
+                "0.1.0",
+                vec![(
+                    AccountView {
+                        name: "main".into(),
+                        wallet,
+                        quota_per_unit: Some(500_000.0),
+                        last_success_at: Some(NOW),
+                        ..AccountView::default()
+                    },
+                    Some(std::sync::Arc::new(snapshot())),
+                )],
+                NOW,
+            )
+            .render()
+        };
+        let empty = page(Some(crate::account::Wallet {
+            user_id: 1,
+            group: "default".into(),
+            quota: -250_000,
+            used_quota: 1_000_000,
+            request_count: 3,
+        }));
+        assert!(
+            empty.contains(
+                "-250.00K (-$0.50) <span class=\"muted\">= -250000 quota units</span> left: \
+                 requests fail whatever the keys hold"
+            ),
+            "{empty}"
+        );
+        assert!(page(None).contains("not read (the server has no wallet route)"));
     }
 
     #[test]

@@ -1509,6 +1509,193 @@ fn config_debug_redacts_the_access_token() {
     assert_ne!(generated, SimulatorConfig::default().access_token);
 }
 
+// ---------------------------------------------------------------------------------------------
+// The account's routes (reference §13).
+
+fn generation_config(generation: ServerGeneration) -> SimulatorConfig {
+    SimulatorConfig {
+        generation,
+        ..config(30)
+    }
+}
+
+#[tokio::test]
+async fn account_routes_exist_only_in_the_generations_that_have_them() {
+    let paths = [
+        "/api/user/self",
+        "/api/data/self?start_timestamp=1&end_timestamp=2",
+        "/api/data/flow/self?start_timestamp=1&end_timestamp=2",
+        "/api/subscription/self",
+        "/api/subscription/plans",
+    ];
+    let expected = [
+        (ServerGeneration::OneApi, [200, 404, 404, 404, 404]),
+        (
+            ServerGeneration::NewApiBeforeSubscriptions,
+            [200, 200, 404, 404, 404],
+        ),
+        (
+            ServerGeneration::NewApiBeforeFlow,
+            [200, 200, 404, 200, 200],
+        ),
+        (ServerGeneration::NewApiLatest, [200, 200, 200, 200, 200]),
+    ];
+    for (generation, statuses) in expected {
+        let api = Api::start(generation_config(generation)).await;
+        for (path, status) in paths.iter().zip(statuses) {
+            let reply = api.get(path).await;
+            assert_eq!(
+                reply.status, status,
+                "{generation:?} {path}: {}",
+                reply.body
+            );
+            if status == 404 {
+                assert!(reply.json()["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("Invalid URL (GET /api/"));
+            } else {
+                assert_eq!(reply.json()["success"], true, "{path}");
+            }
+        }
+        let user = api.get("/api/user/self").await.json();
+        assert_eq!(user["data"]["id"], OWNER);
+        assert_eq!(user["data"]["group"], "default");
+        assert_eq!(
+            user["data"].get("setting").is_some(),
+            generation != ServerGeneration::OneApi,
+            "one-api has no setting"
+        );
+        api.simulator.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn relay_charges_wallet_and_key_together_and_records_usage_by_key_group_and_model() {
+    let api = Api::start(config(40)).await;
+    let id = api.id_named("never-used");
+    let before_key = api.simulator.token(id).unwrap();
+    let before = api.simulator.wallet();
+    api.simulator
+        .consume_model(id, "gpt-4.1", 1_000, 120)
+        .unwrap();
+    api.simulator.consume_model(id, "gpt-4.1", 500, 30).unwrap();
+    api.simulator.consume(id, -200).unwrap();
+    let after = api.simulator.wallet();
+    let after_key = api.simulator.token(id).unwrap();
+    assert_eq!(after.quota, before.quota - 1_300);
+    assert_eq!(after.used_quota, before.used_quota + 1_300);
+    assert_eq!(
+        after.request_count,
+        before.request_count + 2,
+        "a refund is no request"
+    );
+    assert_eq!(after_key.used_quota, before_key.used_quota + 1_300);
+    let user = api.get("/api/user/self").await.json();
+    assert_eq!(user["data"]["quota"], after.quota);
+    assert_eq!(user["data"]["request_count"], after.request_count);
+
+    let now = api.simulator.now();
+    let flow = api
+        .get(&format!(
+            "/api/data/flow/self?start_timestamp={}&end_timestamp={now}",
+            now - 3_600
+        ))
+        .await
+        .json();
+    let rows = flow["data"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["token_id"], id);
+    assert_eq!(rows[0]["model_name"], "gpt-4.1");
+    assert_eq!(rows[0]["use_group"], "default");
+    assert_eq!(rows[0]["count"], 2);
+    assert_eq!(rows[0]["quota"], 1_500);
+    assert_eq!(rows[0]["token_used"], 150);
+
+    // The wallet at 0 refuses every key, without flipping its status.
+    api.simulator.update_wallet(|wallet| wallet.quota = 0);
+    assert_eq!(
+        api.simulator.consume(id, 10),
+        Err(RelayRejection::WalletEmpty)
+    );
+    assert_eq!(api.simulator.token(id).unwrap().status, STATUS_ENABLED);
+
+    // Data export off: nothing more is recorded, and /api/status says so.
+    api.simulator
+        .update_wallet(|wallet| wallet.quota = 1_000_000);
+    api.simulator.set_data_export(false);
+    api.simulator.consume(id, 10).unwrap();
+    assert_eq!(api.simulator.usage_records().len(), 2);
+    let status = api.get("/api/status").await.json();
+    assert_eq!(status["data"]["enable_data_export"], false);
+}
+
+#[tokio::test]
+async fn usage_shows_up_after_the_recording_lag_and_each_route_fails_on_its_own() {
+    let api = Api::start(SimulatorConfig {
+        usage_recording_lag: Duration::from_secs(300),
+        ..config(40)
+    })
+    .await;
+    let id = api.id_named("never-used");
+    api.simulator.consume(id, 1_000).unwrap();
+    let now = api.simulator.now();
+    let flow_path = format!(
+        "/api/data/flow/self?start_timestamp={}&end_timestamp={}",
+        now - 3_600,
+        now + 400
+    );
+    assert_eq!(
+        api.get(&flow_path).await.json()["data"],
+        serde_json::json!([])
+    );
+    api.simulator.set_clock_offset(301);
+    assert_eq!(api.get(&flow_path).await.json()["data"][0]["quota"], 1_000);
+
+    for (endpoint, path) in [
+        (FaultEndpoint::User, "/api/user/self"),
+        (FaultEndpoint::FlowUsage, flow_path.as_str()),
+        (
+            FaultEndpoint::HourlyUsage,
+            "/api/data/self?start_timestamp=1&end_timestamp=2",
+        ),
+        (FaultEndpoint::Subscriptions, "/api/subscription/self"),
+        (FaultEndpoint::Plans, "/api/subscription/plans"),
+    ] {
+        api.simulator.push_fault(Fault {
+            endpoint,
+            page: None,
+            times: FaultTimes::Once,
+            kind: FaultKind::HttpStatus {
+                status: 502,
+                body: String::new(),
+                retry_after: None,
+            },
+        });
+        assert_eq!(api.get("/api/status").await.status, 200);
+        assert_eq!(api.get("/api/token/").await.status, 200);
+        assert_eq!(api.get(path).await.status, 502, "{endpoint:?}");
+        assert_eq!(api.get(path).await.status, 200, "{endpoint:?}");
+    }
+}
+
+#[tokio::test]
+async fn subscriptions_list_active_ones_separately_and_plans_may_be_unlisted() {
+    let api = Api::start(config(30)).await;
+    let reply = api.get("/api/subscription/self").await.json();
+    let all = reply["data"]["all_subscriptions"].as_array().unwrap();
+    let active = reply["data"]["subscriptions"].as_array().unwrap();
+    assert_eq!(all.len(), api.simulator.subscriptions().len());
+    assert_eq!(active.len(), 1);
+    assert_eq!(active[0]["subscription"]["status"], "active");
+    assert!(active[0]["subscription"]["plan_id"].is_i64());
+    let plans = api.get("/api/subscription/plans").await.json();
+    assert_eq!(plans["data"][0]["plan"]["title"], "Pro monthly");
+    api.simulator.set_plans_listed(false);
+    let plans = api.get("/api/subscription/plans").await.json();
+    assert_eq!(plans["data"], serde_json::json!([]));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_api_lists_a_bare_array_from_page_zero_ten_keys_a_page() {
     let api = Api::start(SimulatorConfig {

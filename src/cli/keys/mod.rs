@@ -23,19 +23,20 @@ use std::sync::Arc;
 
 use std::fmt::Write as _;
 
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{
-    editable_changes, scan_account_observed, ApiClient, ApiError, ClientBuildError, FieldChange,
-    IgnoreRequests, KeyEdit, KeyRecord,
+    editable_changes, ApiClient, ApiError, ClientBuildError, FieldChange, IgnoreRequests, KeyEdit,
+    KeyRecord,
 };
 use crate::cli::progress::ScanProgressDisplay;
 use crate::cli::report;
 use crate::cli::shared::{init_one_shot, load_config, print_then, runtime, OutputFormat};
-use crate::clock::unix_now;
+use crate::clock::{unix_now, Clock};
 use crate::config::{AccountConfig, Config, ConfigSource};
 use crate::policy::rules::shown_value;
+use crate::poller::poll_account_observed;
 use crate::snapshot::{KeyState, KeyStatus};
 
 use arguments::KeysAction;
@@ -167,6 +168,8 @@ struct Context {
     account: String,
     reader: ApiClient,
     writer: ApiClient,
+    /// The account's `usage` setting: `list` reads today's spend too.
+    usage: bool,
 }
 
 impl Context {
@@ -179,6 +182,7 @@ impl Context {
             account: account.name.clone(),
             reader,
             writer,
+            usage: account.usage,
         })
     }
 
@@ -381,24 +385,47 @@ fn describe_changes(changes: &[FieldChange], before: &str, after: &str) -> Strin
         .join("; ")
 }
 
+/// Every key, then the account's wallet, today's spend and subscriptions (one complete poll).
+/// A failed spend or subscriptions read is a warning on stderr; the rest is still printed.
 async fn list(context: &Context, output: OutputFormat, now: i64) -> Result<String, KeysError> {
+    let memory = Default::default();
     let display = ScanProgressDisplay::on_stderr();
     let progress = display.account(&context.account);
-    let listing = scan_account_observed(&context.reader, &progress)
-        .await
-        .map_err(context.api_error(None))?;
+    let polled = poll_account_observed(
+        &context.reader,
+        &memory,
+        None,
+        &Clock::system(),
+        context.usage,
+        &progress,
+    )
+    .await
+    .map_err(context.api_error(None))?;
     drop(progress);
+    for partial in &polled.partial_failures {
+        eprintln!(
+            "warning: account {}: {} (shown without it)",
+            context.account, partial.error
+        );
+    }
+    let snapshot = polled.snapshot;
     Ok(match output {
         OutputFormat::Table => {
-            list_table(&context.account, &listing.keys, listing.quota_per_unit, now)
+            list_table(
+                &context.account,
+                &snapshot.keys,
+                snapshot.quota_per_unit,
+                now,
+            ) + &report::money_lines(&snapshot, now)
         }
-        OutputFormat::Json => json_text(&Value::Array(
-            listing
+        OutputFormat::Json => json_text(&json!({
+            "accounts": [report::account_json(&snapshot)],
+            "keys": snapshot
                 .keys
                 .iter()
                 .map(|key| key_json(&context.account, key, now))
-                .collect(),
-        )),
+                .collect::<Vec<_>>(),
+        })),
     })
 }
 

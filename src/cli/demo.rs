@@ -46,7 +46,7 @@ pub fn run(listen: SocketAddr, keys: usize, web_config_file: Option<PathBuf>) ->
                 }
             };
         spend_a_little_on_every_model(&simulator);
-        simulator.spawn_traffic(Duration::from_secs(1), shutdown.clone());
+        let _traffic = simulator.spawn_traffic(Duration::from_secs(1), shutdown.clone());
         let mut config = demo_config(listen, &simulator);
         if let Err(code) = apply_web_config_flag(&mut config, web_config_file) {
             return code;

@@ -633,8 +633,13 @@ impl Simulator {
     /// keys of the owner and, on every tenth tick, refunds a little to one. The hand-made
     /// edge-case records at the start of the population are left alone (unless nothing else
     /// exists), so the demo keeps showing them. Stops when `shutdown` is cancelled or the server
-    /// shuts down. Must be called inside a Tokio runtime.
-    pub fn spawn_traffic(&self, every: Duration, shutdown: CancellationToken) {
+    /// shuts down; the handle finishes once the task has stopped (no charge after that). Must be
+    /// called inside a Tokio runtime.
+    pub fn spawn_traffic(
+        &self,
+        every: Duration,
+        shutdown: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
         let inner = self.inner.clone();
         let every = every.max(Duration::from_millis(1));
         let first_ordinary_id = FIRST_SEEDED_ID + seed::edge_case_count() as i64;
@@ -685,7 +690,7 @@ impl Simulator {
                     let _ = state.relay(id, model, quota, tokens, now, redis_mode);
                 }
             }
-        });
+        })
     }
 
     /// Stops accepting, closes the listener, and waits (up to a few seconds) for open

@@ -1457,11 +1457,14 @@ async fn traffic_moves_quotas_until_cancelled() {
     let edge_cases_before: Vec<SimToken> =
         api.simulator.tokens()[..seed::edge_case_count()].to_vec();
     let stop = CancellationToken::new();
-    api.simulator
+    let traffic = api
+        .simulator
         .spawn_traffic(Duration::from_millis(5), stop.clone());
     tokio::time::sleep(Duration::from_millis(200)).await;
     stop.cancel();
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    traffic
+        .await
+        .expect("the traffic task ends without panicking");
     let after = total_used(&api);
     assert_ne!(before, after);
     for seeded in &edge_cases_before {

@@ -404,7 +404,7 @@ async fn check_config_online_reports_what_each_server_is() {
         "{newest_report}"
     );
     assert!(
-        newest_report.contains("13 requests a poll: within the budget's burst at 30 requests/min"),
+        newest_report.contains("16 requests a poll: within the budget's burst at 30 requests/min"),
         "{newest_report}"
     );
     assert!(

@@ -17,7 +17,10 @@ use super::report::plural;
 use super::shared::{apply_web_config_flag, print_then, runtime};
 use crate::api::budget::time_from_full_budget;
 use crate::api::scan::PAGE_SIZE;
-use crate::api::{ApiClient, ApiError, AuthProblem, IgnoreRequests, ListingProbe, RouteAnswer};
+use crate::api::{
+    ApiClient, ApiError, AuthProblem, IgnoreRequests, ListingProbe, RouteAnswer,
+    REQUESTS_PER_POLL_BEYOND_PAGES,
+};
 use crate::clock::unix_now;
 use crate::config::{self, AccountConfig, Config, TokenFileOverride};
 
@@ -321,9 +324,14 @@ fn user_id_text(legacy_auth: bool, user_id: Option<i64>) -> String {
 /// `13 requests a poll (1,200 keys): within the budget's burst of 30 a minute, no wait`.
 fn poll_time_text(total: Option<i64>, requests_per_minute: u32) -> String {
     let Some(total) = total else {
-        return "unknown without a total; each poll costs one request per page plus one".into();
+        return format!(
+            "unknown without a total; each poll costs one request per page plus \
+             {REQUESTS_PER_POLL_BEYOND_PAGES}"
+        );
     };
-    let requests = (total.max(0) as u64).div_ceil(PAGE_SIZE as u64) + 1;
+    // The pages, then the status, wallet, spend and subscription reads of every poll.
+    let requests = (total.max(0) as u64).div_ceil(PAGE_SIZE as u64)
+        + u64::from(REQUESTS_PER_POLL_BEYOND_PAGES);
     let time = time_from_full_budget(requests_per_minute, requests);
     let cost = format!("{} a poll", plural(requests, "request", "requests"));
     if time.is_zero() {
@@ -441,15 +449,15 @@ mod tests {
     fn poll_time_counts_pages_and_the_burst() {
         assert_eq!(
             poll_time_text(Some(1_200), 30),
-            "13 requests a poll: within the budget's burst at 30 requests/min, no wait"
+            "16 requests a poll: within the budget's burst at 30 requests/min, no wait"
         );
         assert_eq!(
             poll_time_text(Some(10_000), 30),
-            "101 requests a poll: about 2m 22s at 30 requests/min (requests_per_minute)"
+            "104 requests a poll: about 2m 28s at 30 requests/min (requests_per_minute)"
         );
         assert_eq!(
             poll_time_text(Some(0), 30),
-            "1 request a poll: within the budget's burst at 30 requests/min, no wait"
+            "4 requests a poll: within the budget's burst at 30 requests/min, no wait"
         );
     }
 

@@ -1,9 +1,16 @@
 //! The HTTP server (hyper 1): `/metrics`, `/healthz`, `/readyz` and `/`.
 //!
-//! One task accepts connections until shutdown; each connection is served by hyper's HTTP/1
-//! machinery with a header-read timeout (slow clients cannot hold connections open) and counted
-//! against `max_connections`. On shutdown the listener closes at once and open connections get
-//! a few seconds to finish their response.
+//! One task accepts connections until shutdown. Each connection must first get a slot from
+//! `ConnectionLimits` (at most `max_connections` in total and `max_connections_per_peer` from
+//! one address, so one client cannot lock Prometheus out); a refused connection is closed at
+//! once and counted, and one summary line per `REFUSAL_SUMMARY_INTERVAL` reports the count.
+//! An admitted connection is served by hyper's HTTP/1 machinery with a header-read timeout (slow
+//! senders cannot hold it open) and a write timeout (`write_deadline`: slow readers cannot
+//! either). On shutdown the listener closes at once and open connections get a few seconds to
+//! finish their response.
+
+mod connection_limits;
+mod write_deadline;
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -22,20 +29,31 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::exposition::PlainText;
 use crate::metrics::{self, Exporter};
 
+pub use connection_limits::{ConnectionLimits, ConnectionSlot, Refusal, RefusalTally};
+pub use write_deadline::{WriteDeadline, WriteDeadlineIo};
+
 /// How long open connections may take to finish after shutdown begins.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// Refused connections are reported at most once per interval, as one line with a count: a
+/// flood must not turn into a flood of log lines.
+pub const REFUSAL_SUMMARY_INTERVAL: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 pub struct HttpSettings {
     pub header_read_timeout: Duration,
+    /// How long a response may take to write, from the arrival of its request.
+    pub write_timeout: Duration,
     pub max_connections: usize,
+    pub max_connections_per_peer: usize,
+    /// How often refused connections are summarised (`REFUSAL_SUMMARY_INTERVAL` in the daemon).
+    pub refusal_summary_interval: Duration,
 }
 
 /// Serves until `shutdown` is cancelled, then drains open connections for `SHUTDOWN_GRACE`.
@@ -46,10 +64,17 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let graceful = GracefulShutdown::new();
-    let connection_slots = Arc::new(Semaphore::new(settings.max_connections.max(1)));
+    let limits = ConnectionLimits::new(settings.max_connections, settings.max_connections_per_peer);
+    let mut refusals = RefusalTally::default();
+    let mut summary_timer = tokio::time::interval(settings.refusal_summary_interval);
+    summary_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
+            _ = summary_timer.tick() => {
+                log_refusals(&mut refusals, &limits, &settings);
+                continue;
+            }
             accepted = listener.accept() => accepted,
         };
         let (stream, peer) = match accepted {
@@ -61,27 +86,15 @@ pub async fn serve(
                 continue;
             }
         };
-        // The response goes out in several writes (head, cached stream, tail); without
-        // TCP_NODELAY the last small one can wait ~40 ms for a delayed ACK.
-        if let Err(error) = stream.set_nodelay(true) {
-            tracing::debug!(%peer, %error, "cannot set TCP_NODELAY");
-        }
-        let Ok(slot) = Arc::clone(&connection_slots).try_acquire_owned() else {
-            tracing::warn!(%peer, limit = settings.max_connections, "too many open connections; closing a new one");
-            continue;
+        let slot = match limits.admit(peer.ip()) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                // Closed at once: the client sees a reset or EOF, the log a count later.
+                refusals.count(peer.ip(), refusal);
+                continue;
+            }
         };
-        let exporter = Arc::clone(&exporter);
-        let connection = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(settings.header_read_timeout)
-            .serve_connection(
-                TokioIo::new(stream),
-                service_fn(move |request| {
-                    let exporter = Arc::clone(&exporter);
-                    async move { Ok::<_, Infallible>(route(&request, &exporter)) }
-                }),
-            );
-        let connection = graceful.watch(connection);
+        let connection = serve_connection(stream, peer, &exporter, &settings, &graceful);
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%peer, %error, "connection ended with an error");
@@ -90,12 +103,67 @@ pub async fn serve(
         });
     }
     drop(listener);
+    log_refusals(&mut refusals, &limits, &settings);
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
         .await
         .is_err()
     {
         tracing::warn!("open HTTP connections did not finish in time; closing them");
     }
+}
+
+/// hyper's HTTP/1 connection for one admitted stream, with the header-read and write timeouts,
+/// watched by `graceful`.
+fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    exporter: &Arc<Exporter>,
+    settings: &HttpSettings,
+    graceful: &GracefulShutdown,
+) -> impl std::future::Future<Output = hyper::Result<()>> + Send + 'static {
+    // The response goes out in several writes (head, cached stream, tail); without
+    // TCP_NODELAY the last small one can wait ~40 ms for a delayed ACK.
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%peer, %error, "cannot set TCP_NODELAY");
+    }
+    let deadline = WriteDeadline::new(settings.write_timeout);
+    let io = TokioIo::new(WriteDeadlineIo::new(stream, deadline.clone()));
+    let exporter = Arc::clone(exporter);
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.header_read_timeout)
+        .serve_connection(
+            io,
+            service_fn(move |request| {
+                deadline.arm();
+                let exporter = Arc::clone(&exporter);
+                async move { Ok::<_, Infallible>(route(&request, &exporter)) }
+            }),
+        );
+    graceful.watch(connection)
+}
+
+/// One WARN line for the connections refused since the last one, if any.
+fn log_refusals(refusals: &mut RefusalTally, limits: &ConnectionLimits, settings: &HttpSettings) {
+    let Some(summary) = refusals.take_summary() else {
+        return;
+    };
+    let (open, peers) = limits.open_connections();
+    tracing::warn!(
+        refused = summary.refused,
+        over_peer_limit = summary.over_peer_limit,
+        over_total_limit = summary.over_total_limit,
+        from = %summary.describe_peers(),
+        open_connections = open,
+        open_peers = peers,
+        max_connections = settings.max_connections,
+        max_connections_per_peer = settings.max_connections_per_peer,
+        "refused {} new connection(s) since the last report: {} from addresses already holding \
+         max_connections_per_peer, {} with all max_connections slots taken",
+        summary.refused,
+        summary.over_peer_limit,
+        summary.over_total_limit,
+    );
 }
 
 fn route(request: &Request<Incoming>, exporter: &Exporter) -> Response<ResponseBody> {

@@ -15,10 +15,11 @@ use crate::config::raw::{RawAccount, RawConfig, RawLog, RawPoll, RawServer};
 use crate::config::render::format_duration;
 use crate::config::token::{self, TokenFileName};
 use crate::config::{
-    AccountConfig, Config, ConfigError, ConfigSource, LogConfig, PollConfig, PollSchedule,
-    ServerConfig, TokenSource, DEFAULT_ACCOUNT_NAME, DEFAULT_BASE_URL, DEFAULT_POLL_INTERVAL,
-    ENV_ACCESS_TOKEN, ENV_BASE_URL, ENV_CONFIG_PATH, ENV_NESTING_SEPARATOR, ENV_PREFIX,
-    ENV_USER_ID, MAX_ACCOUNT_NAME_CHARS, MAX_MAX_RETRIES, MIN_MAX_BODY_BYTES, MIN_POLL_INTERVAL,
+    default_max_connections_per_peer, AccountConfig, Config, ConfigError, ConfigSource, LogConfig,
+    PollConfig, PollSchedule, ServerConfig, TokenSource, DEFAULT_ACCOUNT_NAME, DEFAULT_BASE_URL,
+    DEFAULT_POLL_INTERVAL, ENV_ACCESS_TOKEN, ENV_BASE_URL, ENV_CONFIG_PATH, ENV_NESTING_SEPARATOR,
+    ENV_PREFIX, ENV_USER_ID, MAX_ACCOUNT_NAME_CHARS, MAX_MAX_RETRIES, MIN_MAX_BODY_BYTES,
+    MIN_POLL_INTERVAL,
 };
 
 /// What a cron expression must look like, quoted in every cron error.
@@ -190,13 +191,29 @@ fn validate_server(raw: &RawServer, origins: &Origins) -> Result<ServerConfig, C
         &section.field("header_read_timeout"),
         origins,
     )?;
+    let write_timeout = raw.write_timeout.0;
+    require_positive(write_timeout, &section.field("write_timeout"), origins)?;
     if raw.max_connections == 0 {
         return Err(origins.error(&section.field("max_connections"), "must be at least 1"));
+    }
+    let max_connections_per_peer = raw
+        .max_connections_per_peer
+        .unwrap_or_else(|| default_max_connections_per_peer(raw.max_connections));
+    if max_connections_per_peer == 0 || max_connections_per_peer > raw.max_connections {
+        return Err(origins.error(
+            &section.field("max_connections_per_peer"),
+            format!(
+                "must be between 1 and max_connections ({}), got {max_connections_per_peer}",
+                raw.max_connections
+            ),
+        ));
     }
     Ok(ServerConfig {
         listen,
         header_read_timeout,
+        write_timeout,
         max_connections: raw.max_connections,
+        max_connections_per_peer,
     })
 }
 

@@ -32,7 +32,6 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::exposition::PlainText;
 use crate::metrics::{self, Exporter};
 
 pub use connection_limits::{ConnectionLimits, ConnectionSlot, Refusal, RefusalTally};
@@ -137,7 +136,7 @@ fn serve_connection(
             service_fn(move |request| {
                 deadline.arm();
                 let exporter = Arc::clone(&exporter);
-                async move { Ok::<_, Infallible>(route(&request, &exporter)) }
+                async move { Ok::<_, Infallible>(route(&request, &exporter).await) }
             }),
         );
     graceful.watch(connection)
@@ -166,7 +165,7 @@ fn log_refusals(refusals: &mut RefusalTally, limits: &ConnectionLimits, settings
     );
 }
 
-fn route(request: &Request<Incoming>, exporter: &Exporter) -> Response<ResponseBody> {
+async fn route(request: &Request<Incoming>, exporter: &Exporter) -> Response<ResponseBody> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
         let mut response =
             text_response(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n".into());
@@ -176,7 +175,7 @@ fn route(request: &Request<Incoming>, exporter: &Exporter) -> Response<ResponseB
         return response;
     }
     match request.uri().path() {
-        "/metrics" => metrics_response(request, exporter),
+        "/metrics" => metrics_response(request, exporter).await,
         "/healthz" => text_response(StatusCode::OK, "ok\n".into()),
         "/readyz" => readiness_response(exporter),
         "/" => index_response(exporter),
@@ -187,19 +186,23 @@ fn route(request: &Request<Incoming>, exporter: &Exporter) -> Response<ResponseB
     }
 }
 
-fn metrics_response(request: &Request<Incoming>, exporter: &Exporter) -> Response<ResponseBody> {
+async fn metrics_response(
+    request: &Request<Incoming>,
+    exporter: &Exporter,
+) -> Response<ResponseBody> {
     let scrape = exporter.scrape();
     let gzip = request
         .headers()
         .get(ACCEPT_ENCODING)
         .is_some_and(accepts_gzip);
     let body = if gzip {
-        ResponseBody::Parts(scrape.rendered_keys.gzip_parts(&scrape.health_text).into())
+        ResponseBody::Parts(scrape.keys.rendered.gzip_parts(&scrape.health_text).into())
     } else {
-        ResponseBody::Plain {
-            text: Box::new(scrape.rendered_keys.plain_text()),
-            tail: Some(Bytes::from(scrape.health_text)),
-        }
+        // Shared with every other plain scrape of this render: no copy per response.
+        ResponseBody::Parts(VecDeque::from([
+            scrape.keys.plain_text().await,
+            Bytes::from(scrape.health_text),
+        ]))
     };
     let mut response = Response::new(body);
     let headers = response.headers_mut();
@@ -320,14 +323,10 @@ fn text_response(status: StatusCode, text: String) -> Response<ResponseBody> {
     response
 }
 
-/// A response body: ready byte chunks, or the cached families inflated on the fly followed by
-/// the health text.
+/// A response body: ready byte chunks (shared, never copied per response), so its length is
+/// known and sent as `Content-Length`.
 pub enum ResponseBody {
     Parts(VecDeque<Bytes>),
-    Plain {
-        text: Box<PlainText>,
-        tail: Option<Bytes>,
-    },
 }
 
 impl hyper::body::Body for ResponseBody {
@@ -340,7 +339,6 @@ impl hyper::body::Body for ResponseBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         let next = match self.get_mut() {
             ResponseBody::Parts(parts) => parts.pop_front(),
-            ResponseBody::Plain { text, tail } => text.next().or_else(|| tail.take()),
         };
         Poll::Ready(next.map(|chunk| Ok(Frame::data(chunk))))
     }
@@ -354,7 +352,6 @@ impl hyper::body::Body for ResponseBody {
             ResponseBody::Parts(parts) => {
                 SizeHint::with_exact(parts.iter().map(|part| part.len() as u64).sum())
             }
-            ResponseBody::Plain { .. } => SizeHint::default(),
         }
     }
 }

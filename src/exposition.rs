@@ -108,12 +108,22 @@ impl RenderedKeys {
     /// The whole text, inflated into one buffer of exactly `text_len` bytes (about 100 MB at
     /// 100 000 keys, 0.1–0.2 s).
     pub fn inflate(&self) -> Bytes {
+        Bytes::from(self.inflate_to_vec())
+    }
+
+    /// `inflate` as a `Vec` whose capacity is exactly the text (tests check that).
+    fn inflate_to_vec(&self) -> Vec<u8> {
         let mut text = Vec::with_capacity(self.text_len as usize);
         let mut decompress = Decompress::new(false);
         loop {
             let before_in = decompress.total_in();
             let before_out = text.len();
             if text.len() == text.capacity() {
+                if before_in as usize == self.deflate.len() {
+                    // Every byte in, exactly `text_len` out: done. (Reserving here would double
+                    // the buffer, and zero-filling the spare half would double the memory.)
+                    break;
+                }
                 // Only if `text_len` were wrong; never expected.
                 text.reserve(COMPRESS_CHUNK_BYTES);
             }
@@ -131,7 +141,7 @@ impl RenderedKeys {
             }
         }
         debug_assert_eq!(text.len() as u64, self.text_len);
-        Bytes::from(text)
+        text
     }
 }
 
@@ -448,8 +458,13 @@ mod tests {
             format!("{expected_keys_text}{}", std::str::from_utf8(tail).unwrap())
         );
 
-        let inflated = rendered.inflate();
+        let inflated = rendered.inflate_to_vec();
         assert_eq!(inflated.len(), expected_keys_text.len());
+        assert_eq!(
+            inflated.capacity(),
+            inflated.len(),
+            "one buffer of the text's size, no spare room"
+        );
         assert_eq!(std::str::from_utf8(&inflated).unwrap(), expected_keys_text);
 
         // An empty tail and one longer than a stored block (65,535 bytes) frame correctly too.

@@ -6,6 +6,9 @@
 //! reads a large response very slowly (or stops reading) therefore holds its slot for at most
 //! `write_timeout`.
 //!
+//! At the deadline the socket is also set to reset on close (`SO_LINGER` 0), so what the kernel
+//! still buffers for that client is dropped with the connection instead of trickling out.
+//!
 //! Reads are untouched (the header read timeout bounds those), and an idle kept-alive
 //! connection whose last deadline has passed is not affected: only writes are checked.
 
@@ -50,6 +53,21 @@ impl WriteDeadline {
     }
 }
 
+/// What a stream does when its write deadline passes, before the error ends the connection.
+pub trait AbortOnTimeout {
+    fn abort(&self) {}
+}
+
+impl AbortOnTimeout for tokio::net::TcpStream {
+    /// Reset on close: the unsent rest of the response is discarded, not sent at the slow
+    /// client's pace.
+    fn abort(&self) {
+        let _ = self.set_zero_linger();
+    }
+}
+
+impl AbortOnTimeout for tokio::io::DuplexStream {}
+
 /// A stream whose writes fail once the armed deadline has passed.
 pub struct WriteDeadlineIo<T> {
     inner: T,
@@ -58,7 +76,7 @@ pub struct WriteDeadlineIo<T> {
     timer: Option<Pin<Box<Sleep>>>,
 }
 
-impl<T> WriteDeadlineIo<T> {
+impl<T: AbortOnTimeout> WriteDeadlineIo<T> {
     pub fn new(inner: T, deadline: WriteDeadline) -> WriteDeadlineIo<T> {
         WriteDeadlineIo {
             inner,
@@ -78,7 +96,7 @@ impl<T> WriteDeadlineIo<T> {
             return Ok(());
         };
         if Instant::now() >= deadline {
-            return Err(timed_out());
+            return Err(self.timed_out());
         }
         if pending {
             match &mut self.timer {
@@ -87,19 +105,20 @@ impl<T> WriteDeadlineIo<T> {
             }
             if let Some(timer) = &mut self.timer {
                 if timer.as_mut().poll(context).is_ready() {
-                    return Err(timed_out());
+                    return Err(self.timed_out());
                 }
             }
         }
         Ok(())
     }
-}
 
-fn timed_out() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::TimedOut,
-        "the response was not written within write_timeout",
-    )
+    fn timed_out(&self) -> io::Error {
+        self.inner.abort();
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the response was not written within write_timeout",
+        )
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for WriteDeadlineIo<T> {
@@ -112,7 +131,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for WriteDeadlineIo<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for WriteDeadlineIo<T> {
+impl<T: AsyncWrite + AbortOnTimeout + Unpin> AsyncWrite for WriteDeadlineIo<T> {
     fn poll_write(
         self: Pin<&mut Self>,
         context: &mut Context<'_>,

@@ -298,7 +298,7 @@ async fn churn(
         }
         step += 1;
         let mut ids = live_keys.lock().unwrap();
-        if step % 10 == 0 {
+        if step.is_multiple_of(10) {
             let created = simulator.insert_token(SimToken {
                 user_id,
                 name: format!("soak-new-{step}"),

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use cometapi_keymon::api::{ApiClient, ClientSettings, IgnoreRequests};
+use cometapi_keymon::api::{ApiClient, IgnoreRequests};
 use cometapi_keymon::config::{AccountConfig, PollConfig, TokenSource};
 use cometapi_keymon::policy::history::PolicyHistory;
 use cometapi_keymon::policy::rules::{ActionKind, Conditions, PolicyConfig, Rule, Selector, TopUp};
@@ -150,7 +150,7 @@ async fn live_actions() {
         user_id: None,
         requests_per_minute: 60_000,
     };
-    let settings = ClientSettings::from_config(&account, &PollConfig::default());
+    let settings = cometapi_keymon::config::client_settings(&account, &PollConfig::default());
     let client = ApiClient::new(
         settings,
         std::sync::Arc::new(IgnoreRequests),

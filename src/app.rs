@@ -15,13 +15,14 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{ApiClient, ClientBuildError, ClientSettings, RequestObserver};
+use crate::api::{ApiClient, ClientBuildError, RequestObserver};
+use crate::clock::unix_now;
 use crate::config::Config;
 use crate::http::{self, HttpSettings};
 use crate::metrics::Exporter;
 use crate::policy::state::StateError;
 use crate::policy::PolicyEngine;
-use crate::poller::{unix_now, AccountPoller};
+use crate::poller::AccountPoller;
 use crate::schedule::{self, PollTarget};
 
 /// How long pollers get to notice shutdown before they are aborted.
@@ -111,7 +112,7 @@ impl Daemon {
         let mut pollers = JoinSet::new();
         let mut targets = Vec::new();
         for account in &config.accounts {
-            let settings = ClientSettings::from_config(account, &config.poll);
+            let settings = crate::config::client_settings(account, &config.poll);
             let observer: Arc<dyn RequestObserver> = exporter.clone();
             let client = ApiClient::new(settings, observer, shutdown.clone())?;
             let (ticks_sender, ticks) = mpsc::channel(1);

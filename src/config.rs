@@ -36,11 +36,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::policy::PolicyConfig;
+use crate::api::ClientSettings;
+use crate::policy::rules::PolicyConfig;
 use crate::secret::Secret;
 
 pub use error::ConfigError;
-pub(crate) use validate::parse_cron;
 
 /// Prefix of the environment variables that override config keys (`KEYMON_POLL__INTERVAL`).
 pub const ENV_PREFIX: &str = "KEYMON_";
@@ -307,5 +307,23 @@ impl Config {
     /// (`token_file = ...` or `token_env = ...`), never the token.
     pub fn render_redacted(&self) -> String {
         render::render_redacted(self)
+    }
+}
+
+/// The API client's settings for one account: the account's own values and the `[poll]` section.
+/// (The conversion lives here, not in `api`, so that `api` depends on nothing above it.)
+pub fn client_settings(account: &AccountConfig, poll: &PollConfig) -> ClientSettings {
+    ClientSettings {
+        account: account.name.clone(),
+        base_url: account.base_url.trim_end_matches('/').to_owned(),
+        token: account.token.clone(),
+        user_id: account.user_id,
+        timeout: poll.timeout,
+        connect_timeout: poll.connect_timeout,
+        max_body_bytes: poll.max_body_bytes,
+        max_retries: poll.max_retries,
+        retry_backoff: poll.retry_backoff,
+        max_retry_after: poll.max_retry_after,
+        requests_per_minute: account.requests_per_minute,
     }
 }

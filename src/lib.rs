@@ -7,15 +7,14 @@
 pub mod api;
 pub mod app;
 pub mod cli;
+pub mod clock;
 pub mod config;
+pub mod cron;
 pub mod exposition;
 pub mod http;
-pub mod keys_command;
 pub mod metrics;
-pub mod plan_command;
 pub mod policy;
 pub mod poller;
-pub mod report;
 pub mod schedule;
 pub mod secret;
 pub mod shutdown;

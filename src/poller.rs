@@ -8,12 +8,13 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{scan_account, ApiClient, ApiError};
+use crate::clock::unix_now;
 use crate::metrics::Exporter;
 use crate::policy::PolicyEngine;
 use crate::snapshot::Snapshot;
@@ -84,12 +85,4 @@ impl AccountPoller {
             }
         }
     }
-}
-
-/// Seconds since the Unix epoch.
-pub fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_secs() as i64)
-        .unwrap_or(0)
 }

@@ -5,9 +5,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cometapi_keymon::api::{
-    scan_account, ApiClient, ApiError, ClientSettings, IgnoreRequests, KeyRecord,
-};
+use cometapi_keymon::api::{scan_account, ApiClient, ApiError, IgnoreRequests, KeyRecord};
 use cometapi_keymon::config::PollConfig;
 use cometapi_keymon::simulator::{AuthMode, Simulator, SimulatorConfig};
 use support::*;
@@ -20,7 +18,7 @@ fn client_for(simulator: &Simulator, user_id: Option<i64>) -> ApiClient {
         timeout: Duration::from_secs(5),
         ..PollConfig::default()
     };
-    let mut settings = ClientSettings::from_config(&account, &poll);
+    let mut settings = cometapi_keymon::config::client_settings(&account, &poll);
     settings.requests_per_minute = 6_000;
     ApiClient::new(settings, Arc::new(IgnoreRequests), CancellationToken::new()).unwrap()
 }
@@ -128,7 +126,7 @@ async fn the_access_token_is_sent_raw_and_a_wrong_one_is_http_401() {
     let mut account = account_for("main", &simulator);
     account.token = cometapi_keymon::secret::Secret::new("not-the-token");
     let wrong = ApiClient::new(
-        ClientSettings::from_config(&account, &PollConfig::default()),
+        cometapi_keymon::config::client_settings(&account, &PollConfig::default()),
         Arc::new(IgnoreRequests),
         CancellationToken::new(),
     )
@@ -174,7 +172,7 @@ async fn a_bad_pat_on_a_legacy_server_is_http_200_success_false_and_counted_as_a
     account.token = cometapi_keymon::secret::Secret::new("not-the-token");
     account.user_id = Some(42);
     let client = ApiClient::new(
-        ClientSettings::from_config(&account, &PollConfig::default()),
+        cometapi_keymon::config::client_settings(&account, &PollConfig::default()),
         Arc::new(IgnoreRequests),
         CancellationToken::new(),
     )

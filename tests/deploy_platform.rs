@@ -6,6 +6,8 @@
 //! no capabilities; probes; the token and config where the config says; the ServiceMonitor
 //! finding the Service). The Dockerfile is checked for its structure only: no Docker engine runs
 //! here. A missing tool fails its test with the command that installs it (`.ci/run` does).
+//!
+//! Longer than our usual ~600 lines on purpose: one test per fact of the deployment kit.
 
 use std::collections::BTreeSet;
 use std::io::Write;

@@ -29,10 +29,9 @@ use tokio_util::sync::CancellationToken;
 pub use budget::RequestBudget;
 pub use edit::{editable_changes, FieldChange, KeyEdit};
 pub use error::{ApiError, Endpoint, POLL_ERROR_REASONS};
-pub use scan::{scan_account, AccountListing};
+pub use scan::{newest_keys, scan_account, AccountListing};
 pub use wire::TokenRecord as KeyRecord;
 
-use crate::config::{AccountConfig, PollConfig};
 use crate::secret::Secret;
 use wire::{Envelope, ListData, ServerStatus, WriteKind};
 
@@ -72,24 +71,6 @@ pub struct ClientSettings {
     pub retry_backoff: Duration,
     pub max_retry_after: Duration,
     pub requests_per_minute: u32,
-}
-
-impl ClientSettings {
-    pub fn from_config(account: &AccountConfig, poll: &PollConfig) -> ClientSettings {
-        ClientSettings {
-            account: account.name.clone(),
-            base_url: account.base_url.trim_end_matches('/').to_owned(),
-            token: account.token.clone(),
-            user_id: account.user_id,
-            timeout: poll.timeout,
-            connect_timeout: poll.connect_timeout,
-            max_body_bytes: poll.max_body_bytes,
-            max_retries: poll.max_retries,
-            retry_backoff: poll.retry_backoff,
-            max_retry_after: poll.max_retry_after,
-            requests_per_minute: account.requests_per_minute,
-        }
-    }
 }
 
 #[derive(Clone)]
@@ -196,7 +177,7 @@ impl ApiClient {
 
     /// One page of `GET /api/token/`. Sends `p`, `page_size` and, for servers that only know it,
     /// `size`.
-    pub async fn list_page(&self, page: i64, page_size: i64) -> Result<ListData, ApiError> {
+    pub(crate) async fn list_page(&self, page: i64, page_size: i64) -> Result<ListData, ApiError> {
         let path = format!("/api/token/?p={page}&page_size={page_size}&size={page_size}");
         self.request_data(Endpoint::List, Method::GET, &path, None)
             .await

@@ -18,7 +18,7 @@ use std::collections::HashSet;
 
 use crate::api::error::ApiError;
 use crate::api::wire::ListData;
-use crate::api::ApiClient;
+use crate::api::{ApiClient, KeyRecord};
 use crate::snapshot::KeyState;
 
 /// Keys asked for per page: new-api's maximum.
@@ -185,4 +185,25 @@ fn listing_format_switched() -> ApiError {
         detail: "the listing switched between the paginated and the bare-array format mid-scan"
             .into(),
     }
+}
+
+/// The first page of the listing — the newest keys, since the server lists `ORDER BY id DESC` —
+/// whichever form the server lists in (the paginated envelope, or a bare array whose `p` is
+/// 0-based), without the keys of other users on a root token with `user_id` set. `keys create`
+/// finds the key it made here; the wire format stays inside `api`.
+pub async fn newest_keys(client: &ApiClient) -> Result<Vec<KeyRecord>, ApiError> {
+    let items = match client.list_page(1, PAGE_SIZE).await? {
+        ListData::Page(page) => page.items,
+        ListData::Bare(_) => match client.list_page(0, PAGE_SIZE).await? {
+            ListData::Page(page) => page.items,
+            ListData::Bare(items) => items,
+        },
+    };
+    let own_user = client.user_id();
+    Ok(items
+        .into_iter()
+        .filter(|record| {
+            own_user.is_none() || record.user_id.is_none() || record.user_id == own_user
+        })
+        .collect())
 }

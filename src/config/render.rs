@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::config::{Config, ConfigSource, PollSchedule, TokenSource};
-use crate::policy::PolicyConfig;
+use crate::policy::rules::PolicyConfig;
 
 pub(crate) fn render_redacted(config: &Config) -> String {
     let mut out = String::new();

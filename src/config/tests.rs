@@ -3,6 +3,8 @@
 //! Every test that calls `load` runs inside `figment::Jail`: the jail serializes tests that
 //! touch the environment or the working directory, starts each one with an empty
 //! environment (`clear_env`), and restores both afterwards.
+//!
+//! Longer than our usual ~600 lines on purpose: one test per configuration key and mistake.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -1488,7 +1490,7 @@ fn policy_loads_every_value_with_state_dir_next_to_the_file() {
         assert_eq!(policy.cooldown, Duration::from_secs(6 * 3600));
         assert!(policy.is_protected("main", 1234) && !policy.is_protected("main", 1));
         let restore = &policy.rules[1];
-        assert_eq!(restore.action, crate::policy::ActionKind::TopUp);
+        assert_eq!(restore.action, crate::policy::rules::ActionKind::TopUp);
         assert_eq!(
             restore.top_up.map(|top_up| (top_up.to, top_up.enable)),
             Some((500_000, true))

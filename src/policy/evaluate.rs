@@ -230,7 +230,7 @@ fn duration_seconds(duration: Duration) -> i64 {
 }
 
 fn parse_schedule(schedule: &str) -> Option<croner::Cron> {
-    crate::config::parse_cron(schedule).ok()
+    crate::cron::parse_cron(schedule).ok()
 }
 
 fn utc(unix: i64) -> Option<DateTime<Utc>> {

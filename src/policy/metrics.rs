@@ -124,7 +124,7 @@ impl PolicyMetrics {
             next_run,
             schedules,
         };
-        metrics.refresh_next_runs(crate::poller::unix_now());
+        metrics.refresh_next_runs(crate::clock::unix_now());
         metrics
     }
 

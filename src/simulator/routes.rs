@@ -2,6 +2,9 @@
 //! redirects, the OpenAI-style 404), the two authentication schemes, `GetPageQuery`, the
 //! localized messages, and one handler per endpoint of `controller/token.go` (NA-latest).
 //! Handlers run under the state lock and return an [`Answer`]; `server` turns it into HTTP.
+//!
+//! Longer than our usual ~600 lines on purpose: one handler per upstream endpoint, in the order
+//! of the upstream controller, so that each can be compared with the reference side by side.
 
 use hyper::Method;
 

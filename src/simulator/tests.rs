@@ -1,5 +1,7 @@
 //! End-to-end tests of the simulator over real loopback sockets with a plain HTTP client
 //! (reqwest, redirects and automatic gzip off so the bytes on the wire are what we assert).
+//!
+//! Longer than our usual ~600 lines on purpose: one test per simulated server behaviour.
 
 use std::io::Read;
 use std::time::Duration;

@@ -10,12 +10,12 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use crate::cli::{init_one_shot, load_config, runtime, scan_every_account, OutputFormat};
+use super::report::{render_table, table_name};
+use super::shared::{init_one_shot, load_config, runtime, scan_every_account, OutputFormat};
+use crate::clock::unix_now;
 use crate::policy::evaluate::{evaluate, Evaluation, EvaluationMode, Verdict};
 use crate::policy::state::{LoadedState, StateStore};
 use crate::policy::PolicyConfig;
-use crate::poller::unix_now;
-use crate::report::{render_table, table_name};
 use crate::snapshot::Snapshot;
 
 pub(crate) fn run(path: Option<PathBuf>, output: OutputFormat) -> ExitCode {

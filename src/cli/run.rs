@@ -1,0 +1,40 @@
+//! `cometapi-keymon run`: the daemon. Loads the configuration, installs the signal handlers and
+//! hands over to `app::Daemon`; a configuration mistake found only while building (a token that
+//! is not a valid header, an unusable state directory) still exits 2.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use super::shared::{failure, init_tracing, load_config, runtime};
+use crate::app::{AppError, Daemon};
+use crate::shutdown;
+
+pub fn run(path: Option<PathBuf>) -> ExitCode {
+    let config = match load_config(path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    init_tracing(&config.log);
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    runtime().block_on(async move {
+        let shutdown = match shutdown::on_signals() {
+            Ok(shutdown) => shutdown,
+            Err(error) => return failure(format!("cannot install signal handlers: {error}")),
+        };
+        let daemon = match Daemon::bind(config).await {
+            Ok(daemon) => daemon,
+            Err(error) => return failure(error.to_string()),
+        };
+        match daemon.run(shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            // A token that cannot be sent as a header is a configuration mistake.
+            Err(error @ (AppError::Client(_) | AppError::PolicyState(_))) => {
+                eprintln!("cometapi-keymon: {error}");
+                ExitCode::from(2)
+            }
+            Err(error) => failure(error.to_string()),
+        }
+    })
+}

@@ -149,6 +149,7 @@ async fn live_actions() {
         token_source: TokenSource::Env("BENCH".into()),
         user_id: None,
         requests_per_minute: 60_000,
+        usage: true,
     };
     let settings = cometapi_keymon::config::client_settings(&account, &PollConfig::default());
     let client = ApiClient::new(

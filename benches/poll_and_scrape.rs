@@ -1,6 +1,9 @@
 //! Benchmark: requests per complete poll, poll wall time, /metrics size, scrape latency and
 //! throughput side by side with nginx serving the same bytes, and the daemon's peak RSS, for 1k,
-//! 10k and 100k keys.
+//! 10k and 100k keys; each size once with `[poll] usage = false` and once with usage on and
+//! today's spend recorded for every key on 2 of 20 models (so the spend by key and model adds
+//! 2 × 3 series per key), which shows what the account's money reads add per poll (wallet,
+//! usage, subscriptions, plans) and per scrape.
 //!
 //! Run with `cargo bench --bench poll_and_scrape` (add `-- 10000 100000` to choose sizes). The
 //! simulated management API runs in this process; the daemon is the release binary in its own
@@ -19,12 +22,15 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cometapi_keymon::simulator::{Simulator, SimulatorConfig};
+use cometapi_keymon::simulator::{Simulator, SimulatorConfig, UsageRecord};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_cometapi-keymon");
 const NGINX: &str = "/usr/sbin/nginx";
+
+/// Models the spend is spread over; each key spends on two of them.
+const MODELS: usize = 20;
 
 /// Median and p99 of one server's scrapes, in ms.
 #[derive(Debug, Clone, Copy, Default)]
@@ -42,7 +48,10 @@ struct Pair<T> {
 
 struct Figures {
     keys: usize,
+    usage: bool,
     requests: usize,
+    /// Requests to the account's routes (/api/user, /api/data, /api/subscription).
+    money_requests: usize,
     poll_seconds: f64,
     metrics_bytes: usize,
     gzip_bytes: usize,
@@ -73,17 +82,21 @@ fn main() {
         .unwrap();
     let mut results = Vec::new();
     for keys in sizes {
-        results.push(runtime.block_on(measure(keys)));
+        for usage in [false, true] {
+            results.push(runtime.block_on(measure(keys, usage)));
+        }
     }
     println!();
-    println!("| keys | requests/poll | poll wall time | /metrics size (gzip) | series | daemon peak RSS: gzip scrapes only / after plain ones |");
-    println!("|---:|---:|---:|---:|---:|---:|");
+    println!("| keys | usage | requests/poll (account routes; list pages) | poll wall time | /metrics size (gzip) | series | daemon peak RSS: gzip scrapes only / after plain ones |");
+    println!("|---:|---|---:|---:|---:|---:|---:|");
     for figures in &results {
         println!(
-            "| {} | {} (ceil(N/100)+1 = {}) | {:.2} s | {:.1} MB ({:.1} MB) | {} | {:.1} MiB / {:.1} MiB |",
+            "| {} | {} | {} ({}; ceil(N/100) = {}) | {:.2} s | {:.1} MB ({:.1} MB) | {} | {:.1} MiB / {:.1} MiB |",
             figures.keys,
+            if figures.usage { "on, 2 of 20 models per key" } else { "off" },
             figures.requests,
-            figures.keys.div_ceil(100) + 1,
+            figures.money_requests,
+            figures.keys.div_ceil(100),
             figures.poll_seconds,
             figures.metrics_bytes as f64 / 1e6,
             figures.gzip_bytes as f64 / 1e6,
@@ -95,15 +108,16 @@ fn main() {
     println!();
     println!("Ours (nginx): ratio. Latency: new connection per scrape; req/s: hey -c 8 -disable-keepalive.");
     println!();
-    println!("| keys | gzip median | gzip p99 | plain median | plain p99 | gzip req/s at 8 | plain req/s at 8 |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| keys | usage | gzip median | gzip p99 | plain median | plain p99 | gzip req/s at 8 | plain req/s at 8 |");
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|");
     for figures in &results {
         let latency =
             |ours: f64, nginx: f64| format!("{} ({}): {:.2}×", ms(ours), ms(nginx), ours / nginx);
         let rate = |ours: f64, nginx: f64| format!("{ours:.0} ({nginx:.0}): {:.2}×", ours / nginx);
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
             figures.keys,
+            if figures.usage { "on" } else { "off" },
             latency(figures.gzip.ours.median_ms, figures.gzip.nginx.median_ms),
             latency(figures.gzip.ours.p99_ms, figures.gzip.nginx.p99_ms),
             latency(figures.plain.ours.median_ms, figures.plain.nginx.median_ms),
@@ -111,6 +125,18 @@ fn main() {
             rate(figures.gzip_rps.ours, figures.gzip_rps.nginx),
             rate(figures.plain_rps.ours, figures.plain_rps.nginx),
         );
+    }
+    for pair in results.chunks(2) {
+        if let [off, on] = pair {
+            println!(
+                "{} keys: usage on adds {} series, {:.1} MB of text ({:.2} MB gzip), {} requests per poll",
+                off.keys,
+                on.series as i64 - off.series as i64,
+                (on.metrics_bytes as f64 - off.metrics_bytes as f64) / 1e6,
+                (on.gzip_bytes as f64 - off.gzip_bytes as f64) / 1e6,
+                on.requests as i64 - off.requests as i64,
+            );
+        }
     }
 }
 
@@ -125,8 +151,8 @@ fn ms(value: f64) -> String {
     }
 }
 
-async fn measure(keys: usize) -> Figures {
-    eprintln!("seeding a simulated account with {keys} keys ...");
+async fn measure(keys: usize, usage: bool) -> Figures {
+    eprintln!("seeding a simulated account with {keys} keys (usage {usage}) ...");
     let simulator = Simulator::start(
         SimulatorConfig {
             keys,
@@ -137,6 +163,26 @@ async fn measure(keys: usize) -> Figures {
     )
     .await
     .expect("simulator starts");
+    if usage {
+        let now = simulator.now();
+        for (index, token) in simulator.tokens().into_iter().enumerate() {
+            for model in [index % MODELS, (index + 7) % MODELS] {
+                simulator.record_usage(UsageRecord {
+                    at: now - 60,
+                    token_id: token.id,
+                    token_name: token.name.clone(),
+                    use_group: if token.group.is_empty() {
+                        "default".into()
+                    } else {
+                        token.group.clone()
+                    },
+                    model_name: format!("model-{model:02}"),
+                    quota: 1_000 + index as i64,
+                    tokens: 100 + model as i64,
+                });
+            }
+        }
+    }
     let directory = tempfile::tempdir().unwrap();
     let token_file = directory.path().join("token");
     std::fs::write(&token_file, simulator.access_token()).unwrap();
@@ -149,7 +195,7 @@ async fn measure(keys: usize) -> Figures {
     std::fs::write(
         &config,
         format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[poll]\ninterval = \"1h\"\ntimeout = \"30s\"\nrequests_per_minute = 1000000\n\
+            "[server]\nlisten = \"127.0.0.1:0\"\n[poll]\ninterval = \"1h\"\ntimeout = \"30s\"\nrequests_per_minute = 1000000\nusage = {usage}\n\
              [log]\nlevel = \"warn,cometapi_keymon::app=info\"\n[[accounts]]\nname = \"bench\"\nbase_url = \"{}\"\ntoken_file = \"{}\"\n",
             simulator.base_url(),
             token_file.display()
@@ -226,6 +272,15 @@ async fn measure(keys: usize) -> Figures {
     );
     let series = text.lines().filter(|line| !line.starts_with('#')).count();
     let requests = simulator.requests().len();
+    let money_requests = simulator
+        .requests()
+        .iter()
+        .filter(|request| {
+            ["/api/user/", "/api/data/", "/api/subscription/"]
+                .iter()
+                .any(|prefix| request.path.starts_with(prefix))
+        })
+        .count();
     let nginx = Nginx::start(&reference_text, &gzip_body);
     let ours_address: SocketAddr = address.trim_start_matches("http://").parse().unwrap();
     let mut client = RawClient::new(reference_text.len() + (1 << 20));
@@ -278,7 +333,9 @@ async fn measure(keys: usize) -> Figures {
     simulator.shutdown().await;
     Figures {
         keys,
+        usage,
         requests,
+        money_requests,
         poll_seconds,
         metrics_bytes: text.len(),
         gzip_bytes: gzip_body.len(),

@@ -15,10 +15,11 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{ApiClient, ClientBuildError, RequestObserver};
-use crate::clock::unix_now;
+use crate::api::{ApiClient, BudgetPool, ClientBuildError, RequestObserver};
+use crate::clock::{unix_now, Clock};
 use crate::config::Config;
-use crate::http::{self, HttpSettings};
+use crate::http::tls::TlsSetupError;
+use crate::http::{self, HttpSettings, WebSecurity};
 use crate::metrics::Exporter;
 use crate::policy::state::StateError;
 use crate::policy::PolicyEngine;
@@ -42,6 +43,9 @@ pub enum AppError {
     /// The policy state directory cannot be used (a configuration problem: exit 2).
     #[error(transparent)]
     PolicyState(#[from] StateError),
+    /// The web config's TLS settings cannot be built (a configuration problem: exit 2).
+    #[error("web config: {0}")]
+    Tls(#[from] TlsSetupError),
 }
 
 /// A daemon whose listen socket is bound and which is ready to run.
@@ -49,10 +53,16 @@ pub struct Daemon {
     config: Config,
     listener: TcpListener,
     exporter: Arc<Exporter>,
+    security: Arc<WebSecurity>,
+    clock: Clock,
 }
 
 impl Daemon {
     pub async fn bind(config: Config) -> Result<Daemon, AppError> {
+        let security = Arc::new(WebSecurity::from_config(
+            config.server.web_config.as_ref(),
+            config.server.header_read_timeout,
+        )?);
         let address = config.server.listen;
         let listener = TcpListener::bind(address)
             .await
@@ -61,7 +71,14 @@ impl Daemon {
             exporter: Exporter::new(&config.account_names()),
             config,
             listener,
+            security,
+            clock: Clock::system(),
         })
+    }
+
+    /// Polls read this clock instead of the system clock (tests move it across midnight).
+    pub fn set_clock(&mut self, clock: Clock) {
+        self.clock = clock;
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -74,17 +91,32 @@ impl Daemon {
         Arc::clone(&self.exporter)
     }
 
+    /// `https` when the web config turns TLS on, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        self.security.scheme()
+    }
+
+    /// What the web config turned on (for tests: the basic-auth check counter).
+    pub fn security(&self) -> Arc<WebSecurity> {
+        Arc::clone(&self.security)
+    }
+
     /// Runs until `shutdown` is cancelled.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), AppError> {
         let Daemon {
             config,
             listener,
             exporter,
+            security,
+            clock,
         } = self;
+        let scheme = security.scheme();
         let address = listener
             .local_addr()
-            .map(http::display_address)
+            .map(|address| http::display_url(address, scheme))
             .unwrap_or_default();
+        let tls = security.tls.is_some();
+        let basic_auth = security.basic_auth.is_some();
         let policy = match &config.policy {
             Some(policy_config) => {
                 let engine = PolicyEngine::open(
@@ -111,10 +143,17 @@ impl Daemon {
         rule_schedules.dedup();
         let mut pollers = JoinSet::new();
         let mut targets = Vec::new();
+        // Accounts on one server share its request budget (the server limits per client IP).
+        let budgets = BudgetPool::for_accounts(
+            config
+                .accounts
+                .iter()
+                .map(|account| (account.base_url.as_str(), account.requests_per_minute)),
+        );
         for account in &config.accounts {
             let settings = crate::config::client_settings(account, &config.poll);
             let observer: Arc<dyn RequestObserver> = exporter.clone();
-            let client = ApiClient::new(settings, observer, shutdown.clone())?;
+            let client = ApiClient::new_in_pool(settings, observer, shutdown.clone(), &budgets)?;
             let (ticks_sender, ticks) = mpsc::channel(1);
             let poll_running = Arc::new(AtomicBool::new(false));
             targets.push(PollTarget {
@@ -127,6 +166,9 @@ impl Daemon {
                 exporter: exporter.clone(),
                 poll_running,
                 policy: policy.clone(),
+                usage: account.usage,
+                clock: clock.clone(),
+                route_memory: Default::default(),
             };
             pollers.spawn(poller.run(ticks, shutdown.clone()));
         }
@@ -136,6 +178,7 @@ impl Daemon {
             max_connections: config.server.max_connections,
             max_connections_per_peer: config.server.max_connections_per_peer,
             refusal_summary_interval: http::REFUSAL_SUMMARY_INTERVAL,
+            security,
         };
         let server = tokio::spawn(http::serve(
             listener,
@@ -157,7 +200,7 @@ impl Daemon {
                 return Err(AppError::Scheduler(error.to_string()));
             }
         };
-        tracing::info!(%address, accounts = config.accounts.len(), "serving /metrics");
+        tracing::info!(%address, accounts = config.accounts.len(), tls, basic_auth, "serving /metrics");
 
         shutdown.cancelled().await;
         if let Err(error) = scheduler.shutdown().await {

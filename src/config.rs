@@ -26,6 +26,7 @@ mod raw;
 mod render;
 mod token;
 mod validate;
+mod web;
 
 #[cfg(test)]
 mod tests;
@@ -41,6 +42,10 @@ use crate::policy::rules::PolicyConfig;
 use crate::secret::Secret;
 
 pub use error::ConfigError;
+pub use web::{
+    BasicAuthUser, ClientAuth, KeySource, PemSource, TlsMaterial, TlsMaterialError, TlsSettings,
+    TlsVersion, WebConfig, ALLOWED_HEADERS,
+};
 
 /// Prefix of the environment variables that override config keys (`KEYMON_POLL__INTERVAL`).
 pub const ENV_PREFIX: &str = "KEYMON_";
@@ -91,6 +96,9 @@ pub const MIN_POLL_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// A TCP and TLS handshake that takes longer than 5 s means the server is unreachable.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Reading today's spend by key and model costs one request per poll and is what operators ask
+/// for; an account (or everyone) can turn it off.
+pub const DEFAULT_USAGE: bool = true;
 /// new-api allows about 60 `/api` requests per minute per client IP in total; half of that
 /// leaves room for the dashboard and other tools behind the same address.
 pub const DEFAULT_REQUESTS_PER_MINUTE: u32 = 30;
@@ -149,6 +157,9 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Connections served at once from one IP address; 1 to `max_connections`.
     pub max_connections_per_peer: usize,
+    /// The web config (`web_config_file` or `--web.config.file`): TLS, basic auth, headers.
+    /// `None`: plain HTTP, no credentials.
+    pub web_config: Option<WebConfig>,
 }
 
 /// How and how fast the management API is polled. Applies to every account.
@@ -170,6 +181,9 @@ pub struct PollConfig {
     pub retry_backoff: Duration,
     /// Longest `Retry-After` of a 429 that is honoured.
     pub max_retry_after: Duration,
+    /// Read today's spend by key and model (`/api/data/*`) with every poll. Accounts may
+    /// override it ([`AccountConfig::usage`] holds the effective value).
+    pub usage: bool,
 }
 
 /// When polls start.
@@ -222,6 +236,8 @@ pub struct AccountConfig {
     pub user_id: Option<i64>,
     /// Effective request budget: the account's override or `[poll] requests_per_minute`.
     pub requests_per_minute: u32,
+    /// Effective: the account's `usage` or `[poll] usage`.
+    pub usage: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -252,6 +268,7 @@ impl Default for ServerConfig {
             write_timeout: DEFAULT_WRITE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_peer: DEFAULT_MAX_CONNECTIONS_PER_PEER,
+            web_config: None,
         }
     }
 }
@@ -267,6 +284,7 @@ impl Default for PollConfig {
             max_retries: DEFAULT_MAX_RETRIES,
             retry_backoff: DEFAULT_RETRY_BACKOFF,
             max_retry_after: DEFAULT_MAX_RETRY_AFTER,
+            usage: DEFAULT_USAGE,
         }
     }
 }
@@ -307,6 +325,15 @@ impl Config {
     /// (`token_file = ...` or `token_env = ...`), never the token.
     pub fn render_redacted(&self) -> String {
         render::render_redacted(self)
+    }
+
+    /// Replaces the web config with the file given on the command line (`--web.config.file`,
+    /// relative to the working directory), which wins over `[server] web_config_file`. Its
+    /// warnings join [`Config::warnings`].
+    pub fn use_web_config_file(&mut self, path: &Path) -> Result<(), ConfigError> {
+        let web = web::load_web_config(path, None, &mut self.warnings)?;
+        self.server.web_config = Some(web);
+        Ok(())
     }
 }
 

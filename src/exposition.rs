@@ -16,6 +16,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
 
+use crate::account::SpendDetail;
 use crate::snapshot::{KeyStatus, Snapshot};
 
 /// Names and help of the families rendered from snapshots, in output order.
@@ -33,6 +34,31 @@ pub const SNAPSHOT_FAMILIES: [(&str, &str); 13] = [
     ("cometapi_key_model_restricted", "1 when the key is limited to a non-empty list of models."),
     ("cometapi_keys", "Number of keys per server-side status."),
     ("cometapi_quota_per_unit", "Quota units per US dollar, from the server's /api/status."),
+];
+
+/// Names, types and help of the account's money families (rendered from `Snapshot::money`), in
+/// output order. A family is written only when some account has a series in it, so a server
+/// without a route exports none of that route's families.
+///
+/// `cometapi_subscription_amount_total` is `untyped`: the contract names it with `_total` but
+/// it is not a counter, and `promtool check metrics` refuses a gauge whose name ends in `_total`.
+pub const ACCOUNT_FAMILIES: [(&str, &str, &str); 16] = [
+    ("cometapi_account_info", "gauge", "The account's user id and group (from /api/user/self); always 1."),
+    ("cometapi_account_quota", "gauge", "Wallet left in quota units (see cometapi_quota_per_unit); every key also needs the wallet; may be negative."),
+    ("cometapi_account_used_quota", "gauge", "Quota spent from the wallet in quota units."),
+    ("cometapi_account_requests_total", "counter", "Requests the server has counted for the account (request_count)."),
+    ("cometapi_key_model_used_quota_total", "counter", "Quota spent today (since 00:00 UTC) by the key on the model in the group, the server's sum; starts again at 0 each day. Lags up to 5 minutes."),
+    ("cometapi_key_model_requests_total", "counter", "Requests today (since 00:00 UTC) by the key on the model in the group; starts again at 0 each day."),
+    ("cometapi_key_model_tokens_total", "counter", "Tokens today (since 00:00 UTC) by the key on the model in the group; starts again at 0 each day."),
+    ("cometapi_model_used_quota_total", "counter", "Quota spent today (since 00:00 UTC) by the account on the model (servers without spend by key); starts again at 0 each day."),
+    ("cometapi_model_requests_total", "counter", "Requests today (since 00:00 UTC) by the account on the model (servers without spend by key)."),
+    ("cometapi_model_tokens_total", "counter", "Tokens today (since 00:00 UTC) by the account on the model (servers without spend by key)."),
+    ("cometapi_subscription_info", "gauge", "The subscription's plan (title from /api/subscription/plans, empty when not listed) and status; always 1."),
+    ("cometapi_subscription_amount_total", "untyped", "Quota the subscription grants (per reset period), in quota units. Not a counter."),
+    ("cometapi_subscription_amount_used", "gauge", "Quota used from the subscription, in quota units."),
+    ("cometapi_subscription_start_timestamp_seconds", "gauge", "Unix time at which the subscription started."),
+    ("cometapi_subscription_end_timestamp_seconds", "gauge", "Unix time at which the subscription ends."),
+    ("cometapi_subscription_next_reset_timestamp_seconds", "gauge", "Unix time of the subscription's next quota reset. Absent when it never resets."),
 ];
 
 /// Label values longer than this are cut (at a character boundary): a key name is at most 50
@@ -169,7 +195,125 @@ pub fn write_snapshot_families(
             write_family(family_index, name, snapshot, account, out)?;
         }
     }
+    let mut block = Vec::new();
+    for (family_index, (name, kind, help)) in ACCOUNT_FAMILIES.iter().enumerate() {
+        block.clear();
+        for (snapshot, account) in snapshots.iter().zip(&accounts) {
+            write_account_family(family_index, name, snapshot, account, &mut block)?;
+        }
+        if !block.is_empty() {
+            writeln!(out, "# HELP {name} {help}")?;
+            writeln!(out, "# TYPE {name} {kind}")?;
+            out.write_all(&block)?;
+        }
+    }
     Ok(())
+}
+
+fn write_account_family(
+    family_index: usize,
+    name: &str,
+    snapshot: &Snapshot,
+    account: &str,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
+    let money = &snapshot.money;
+    match family_index {
+        0..=3 => {
+            let Some(wallet) = &money.wallet else {
+                return Ok(());
+            };
+            match family_index {
+                0 => writeln!(
+                    out,
+                    "{name}{{account=\"{account}\",user_id=\"{}\",group=\"{}\"}} 1",
+                    wallet.user_id,
+                    escape_label_value(&wallet.group)
+                ),
+                1 => writeln!(out, "{name}{{account=\"{account}\"}} {}", wallet.quota),
+                2 => writeln!(out, "{name}{{account=\"{account}\"}} {}", wallet.used_quota),
+                _ => writeln!(
+                    out,
+                    "{name}{{account=\"{account}\"}} {}",
+                    wallet.request_count
+                ),
+            }
+        }
+        4..=6 => {
+            let Some(SpendDetail::ByKeyAndModel(rows)) =
+                money.spend.as_ref().map(|spend| &spend.detail)
+            else {
+                return Ok(());
+            };
+            for row in rows {
+                let value = match family_index {
+                    4 => row.quota,
+                    5 => row.requests,
+                    _ => row.tokens,
+                };
+                writeln!(
+                    out,
+                    "{name}{{account=\"{account}\",key_id=\"{}\",model=\"{}\",group=\"{}\"}} {value}",
+                    row.key_id,
+                    escape_label_value(&row.model),
+                    escape_label_value(&row.group)
+                )?;
+            }
+            Ok(())
+        }
+        7..=9 => {
+            let Some(SpendDetail::ByModel(models)) =
+                money.spend.as_ref().map(|spend| &spend.detail)
+            else {
+                return Ok(());
+            };
+            for model in models {
+                let value = match family_index {
+                    7 => model.quota,
+                    8 => model.requests,
+                    _ => model.tokens,
+                };
+                writeln!(
+                    out,
+                    "{name}{{account=\"{account}\",model=\"{}\"}} {value}",
+                    escape_label_value(&model.model)
+                )?;
+            }
+            Ok(())
+        }
+        _ => {
+            let Some(subscriptions) = &money.subscriptions else {
+                return Ok(());
+            };
+            for subscription in subscriptions {
+                let id = subscription.id;
+                if family_index == 10 {
+                    writeln!(
+                        out,
+                        "{name}{{account=\"{account}\",subscription_id=\"{id}\",plan_id=\"{}\",plan=\"{}\",status=\"{}\"}} 1",
+                        subscription.plan_id,
+                        escape_label_value(&subscription.plan),
+                        escape_label_value(&subscription.status)
+                    )?;
+                    continue;
+                }
+                let value = match family_index {
+                    11 => Some(subscription.amount_total),
+                    12 => Some(subscription.amount_used),
+                    13 => subscription.start_time,
+                    14 => subscription.end_time,
+                    _ => subscription.next_reset_time,
+                };
+                if let Some(value) = value {
+                    writeln!(
+                        out,
+                        "{name}{{account=\"{account}\",subscription_id=\"{id}\"}} {value}"
+                    )?;
+                }
+            }
+            Ok(())
+        }
+    }
 }
 
 fn write_family(
@@ -351,6 +495,77 @@ mod tests {
 
     use super::*;
     use crate::snapshot::KeyState;
+
+    fn money_snapshot() -> Snapshot {
+        use crate::account::{AccountMoney, DailySpend, KeyModelSpend, Subscription, Wallet};
+        Snapshot::new("main", vec![KeyState::for_tests(1)], 500_000.0, 100).with_money(
+            AccountMoney {
+                wallet: Some(Wallet {
+                    user_id: 5678,
+                    group: "vip".into(),
+                    quota: -25,
+                    used_quota: 900,
+                    request_count: 12,
+                }),
+                spend: Some(DailySpend::by_key_and_model(
+                    0,
+                    100,
+                    vec![KeyModelSpend {
+                        key_id: 1,
+                        key_name: "k".into(),
+                        group: "default".into(),
+                        model: "gpt-\"4\"".into(),
+                        requests: 3,
+                        tokens: 30,
+                        quota: 300,
+                    }],
+                )),
+                subscriptions: Some(vec![Subscription {
+                    id: 11,
+                    plan_id: 1,
+                    plan: "Pro".into(),
+                    status: "active".into(),
+                    amount_total: 1_000,
+                    amount_used: 10,
+                    start_time: Some(50),
+                    end_time: Some(500),
+                    next_reset_time: None,
+                }]),
+            },
+        )
+    }
+
+    #[test]
+    fn money_families_are_written_only_where_there_is_data() {
+        let mut text = Vec::new();
+        write_snapshot_families(&[Arc::new(money_snapshot())], &mut text).unwrap();
+        let text = String::from_utf8(text).unwrap();
+        for line in [
+            "cometapi_account_info{account=\"main\",user_id=\"5678\",group=\"vip\"} 1",
+            "cometapi_account_quota{account=\"main\"} -25",
+            "# TYPE cometapi_account_requests_total counter",
+            "cometapi_account_requests_total{account=\"main\"} 12",
+            "cometapi_key_model_used_quota_total{account=\"main\",key_id=\"1\",model=\"gpt-\\\"4\\\"\",group=\"default\"} 300",
+            "cometapi_key_model_tokens_total{account=\"main\",key_id=\"1\",model=\"gpt-\\\"4\\\"\",group=\"default\"} 30",
+            "cometapi_subscription_info{account=\"main\",subscription_id=\"11\",plan_id=\"1\",plan=\"Pro\",status=\"active\"} 1",
+            "# TYPE cometapi_subscription_amount_total untyped",
+            "cometapi_subscription_end_timestamp_seconds{account=\"main\",subscription_id=\"11\"} 500",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+        assert!(
+            !text.contains("cometapi_model_used_quota_total"),
+            "no per-model family"
+        );
+        assert!(!text.contains("cometapi_subscription_next_reset_timestamp_seconds"));
+
+        let mut bare = Vec::new();
+        let plain = Snapshot::new("main", vec![KeyState::for_tests(1)], 500_000.0, 100);
+        write_snapshot_families(&[Arc::new(plain)], &mut bare).unwrap();
+        let bare = String::from_utf8(bare).unwrap();
+        assert!(!bare.contains("cometapi_account_"), "{bare}");
+        assert!(!bare.contains("cometapi_subscription_"));
+    }
 
     fn key(id: i64, name: &str) -> KeyState {
         KeyState {

@@ -4,6 +4,7 @@
 //! last complete view in memory and serves it on `/metrics`. See ARCHITECTURE.md for the code
 //! map and the invariants; `cli` is the entry point of the binary.
 
+pub mod account;
 pub mod api;
 pub mod app;
 pub mod cli;

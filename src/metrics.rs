@@ -21,7 +21,10 @@ use prometheus::{
     TextEncoder,
 };
 
-use crate::api::{ApiError, Endpoint, RequestObserver, POLL_ERROR_REASONS};
+use crate::account::Wallet;
+use crate::api::{
+    ApiError, Endpoint, PartialFailure, RequestObserver, PARTIAL_READ_REASONS, POLL_ERROR_REASONS,
+};
 use crate::exposition::{self, RenderedKeys};
 use crate::snapshot::Snapshot;
 
@@ -44,6 +47,14 @@ pub struct AccountView {
     pub last_error: Option<String>,
     /// What the policy engine did after the last complete poll (with `[policy]` only).
     pub policy: Option<String>,
+    /// The wallet as of the last complete poll (`None` before one, or without a wallet route).
+    pub wallet: Option<Wallet>,
+    /// Quota units per US dollar of the last complete poll.
+    pub quota_per_unit: Option<f64>,
+    /// Quota spent today as of the last complete poll (`None` when the spend is not read).
+    pub spent_today: Option<i64>,
+    /// Active subscriptions as of the last complete poll (`None` without the routes).
+    pub active_subscriptions: Option<usize>,
 }
 
 /// The per-key text plus the health text of one scrape.
@@ -147,7 +158,7 @@ impl Exporter {
         let poll_errors = IntCounterVec::new(
             Opts::new(
                 "cometapi_poll_errors_total",
-                "Failed polls by reason; the previous snapshot keeps being served.",
+                "Failed polls by reason; the previous snapshot keeps being served. usage_failed and subscriptions_failed count reads that failed inside a complete poll.",
             ),
             &["account", "reason"],
         )
@@ -193,7 +204,7 @@ impl Exporter {
         for name in account_names {
             up.with_label_values(&[name]).set(0);
             poll_skipped.with_label_values(&[name]);
-            for reason in POLL_ERROR_REASONS {
+            for reason in POLL_ERROR_REASONS.into_iter().chain(PARTIAL_READ_REASONS) {
                 poll_errors.with_label_values(&[name.as_str(), reason]);
             }
             accounts.push(AccountEntry {
@@ -269,6 +280,20 @@ impl Exporter {
             entry.view.last_attempt_at = Some(snapshot.completed_at);
             entry.view.last_duration = Some(duration);
             entry.view.last_error = None;
+            entry.view.wallet = snapshot.money.wallet.clone();
+            entry.view.quota_per_unit = Some(snapshot.quota_per_unit);
+            entry.view.spent_today = snapshot
+                .money
+                .spend
+                .as_ref()
+                .map(|spend| spend.total_quota());
+            entry.view.active_subscriptions =
+                snapshot.money.subscriptions.as_ref().map(|subscriptions| {
+                    subscriptions
+                        .iter()
+                        .filter(|subscription| subscription.status == "active")
+                        .count()
+                });
             entry.snapshot = Some(Arc::clone(&snapshot));
         }
         self.poll_duration
@@ -300,6 +325,16 @@ impl Exporter {
             entry.view.last_attempt_at = Some(attempted_at);
             entry.view.last_duration = Some(duration);
             entry.view.last_error = Some(error.to_string());
+        }
+    }
+
+    /// Counts the reads that failed inside a complete poll (`usage_failed`,
+    /// `subscriptions_failed`); the poll itself is not failed by them.
+    pub fn record_partial_failures(&self, account: &str, failures: &[PartialFailure]) {
+        for failure in failures {
+            self.poll_errors
+                .with_label_values(&[account, failure.part.reason()])
+                .inc();
         }
     }
 

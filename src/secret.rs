@@ -24,7 +24,17 @@ impl Secret {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// Whether this (configured access token) has the shape of an API key: `sk-` and the key.
+    /// The management API takes the personal access token instead ([`ACCESS_TOKEN_HELP`]).
+    pub fn looks_like_api_key(&self) -> bool {
+        self.0.starts_with("sk-")
+    }
 }
+
+/// Where the personal access token comes from, for messages about a pasted API key.
+pub const ACCESS_TOKEN_HELP: &str = "the management API needs the personal access token \
+                                     (Console → Personal Settings), not an API key";
 
 impl fmt::Debug for Secret {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {

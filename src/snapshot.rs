@@ -3,6 +3,8 @@
 //! No I/O and no clock: everything that depends on time takes `now` (unix seconds). A `Snapshot`
 //! is built once from a complete listing, never mutated, and shared as `Arc<Snapshot>`.
 
+use crate::account::AccountMoney;
+
 /// A key's status as the server stores it. The server flips keys to `Expired`/`Exhausted`
 /// lazily (only when a request uses them, and never when it runs Redis), so this is often
 /// stale; `KeyState::is_usable_at` is the truth.
@@ -133,6 +135,8 @@ pub struct Snapshot {
     pub quota_per_unit: f64,
     /// When the poll completed (unix seconds); derived facts such as `usable` are as of then.
     pub completed_at: i64,
+    /// The wallet, today's spend and the subscriptions read with this poll.
+    pub money: AccountMoney,
 }
 
 impl Snapshot {
@@ -149,7 +153,14 @@ impl Snapshot {
             keys,
             quota_per_unit,
             completed_at,
+            money: AccountMoney::default(),
         }
+    }
+
+    /// The same snapshot with the account's money.
+    pub fn with_money(mut self, money: AccountMoney) -> Snapshot {
+        self.money = money;
+        self
     }
 
     /// Number of keys per server status, indexed like `KeyStatus::ALL`.

@@ -24,12 +24,14 @@ const LAYERS: &[(u32, &[&str])] = &[
     (40, &["policy::rules", "exposition"]),
     (30, &["api"]),
     (20, &["snapshot"]),
+    (15, &["account"]),
     (10, &["clock", "cron", "secret", "shutdown"]),
 ];
 
 /// Files of the pure core: no clock, no I/O; `now` is a parameter.
 const PURE_CORE: &[&str] = &[
     "src/snapshot",
+    "src/account",
     "src/exposition",
     "src/policy/rules.rs",
     "src/policy/history.rs",

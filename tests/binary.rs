@@ -288,6 +288,91 @@ async fn the_token_and_key_values_never_appear_in_logs_metrics_errors_or_output(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scan_prints_the_wallet_spend_and_subscriptions_and_warns_when_a_part_fails() {
+    use cometapi_keymon::simulator::{Fault, FaultEndpoint, FaultKind, FaultTimes};
+    let simulator = start_simulator(20).await;
+    let spender = seeded_id(&simulator, "never-used");
+    simulator
+        .consume_model(spender, "claude-sonnet-4", 1_000_000, 50)
+        .unwrap();
+    let directory = tempfile::tempdir().unwrap();
+    let config = write_config(directory.path(), &simulator, "");
+    let path = config.to_str().unwrap();
+    let (code, json, stderr) = run_to_end(&["scan", "--config", path, "--output", "json"], &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let document: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let wallet = simulator.wallet();
+    let money = &document["accounts"][0];
+    assert_eq!(money["wallet"]["quota"], wallet.quota);
+    assert_eq!(
+        money["wallet"]["quota_usd"],
+        wallet.quota as f64 / 500_000.0
+    );
+    assert_eq!(
+        money["spend_today"]["by_model"][0]["model"],
+        "claude-sonnet-4"
+    );
+    assert_eq!(money["spend_today"]["usd"], 2.0);
+    assert_eq!(document["keys"].as_array().map(Vec::len), Some(20));
+
+    // The spend read fails: the keys and the wallet are still printed, with a warning, exit 0.
+    simulator.push_fault(Fault {
+        endpoint: FaultEndpoint::FlowUsage,
+        page: None,
+        times: FaultTimes::Always,
+        kind: FaultKind::HttpStatus {
+            status: 503,
+            body: String::new(),
+            retry_after: None,
+        },
+    });
+    let (code, table, stderr) = run_to_end(&["scan", "--config", path], &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(table.contains("main: wallet "), "{table}");
+    assert!(!table.contains("spent today"), "{table}");
+    assert!(
+        stderr.contains("warning: account main: GET /api/data/flow/self: HTTP 503"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_shows_the_wallet_a_subscription_and_todays_spend_by_key_and_model() {
+    let daemon = DaemonProcess::start(&["demo", "--listen", "127.0.0.1:0", "--keys", "60"], &[]);
+    let metrics = daemon
+        .wait_for_metrics("the money families", |metrics| {
+            !metrics
+                .family("cometapi_key_model_used_quota_total")
+                .is_empty()
+        })
+        .await;
+    assert_eq!(metrics.family("cometapi_account_quota").len(), 1);
+    let subscriptions = metrics.family("cometapi_subscription_info");
+    assert!(
+        subscriptions
+            .keys()
+            .any(|series| series.label("status") == Some("active")
+                && series.label("plan") == Some("Pro monthly")),
+        "{subscriptions:?}"
+    );
+    let models: std::collections::BTreeSet<&str> = metrics
+        .series
+        .keys()
+        .filter(|series| series.name == "cometapi_key_model_used_quota_total")
+        .filter_map(|series| series.label("model"))
+        .collect();
+    assert!(
+        models.len() >= 5,
+        "spend on every simulated model: {models:?}"
+    );
+    let (status, page) = daemon.get("/").await;
+    assert_eq!(status, 200);
+    assert!(page.contains(" units (") && page.contains("USD)"), "{page}");
+    let (clean, _, logs) = daemon.terminate();
+    assert!(clean, "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scan_exits_1_when_the_token_is_refused() {
     let simulator = start_simulator(10).await;
     let directory = tempfile::tempdir().unwrap();
@@ -304,20 +389,45 @@ async fn scan_exits_1_when_the_token_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_exposition_passes_promtool_check_metrics() {
-    let promtool = which_promtool();
+    let Some(promtool) = tools::require_tool("promtool") else {
+        return;
+    };
     let simulator = start_simulator(1_100).await;
+    // Spend today on both, the second on a server without spend by key: every money family.
+    let second = start_simulator_with(cometapi_keymon::simulator::SimulatorConfig {
+        keys: 40,
+        generation: cometapi_keymon::simulator::ServerGeneration::NewApiBeforeSubscriptions,
+        ..cometapi_keymon::simulator::SimulatorConfig::default()
+    })
+    .await;
+    for server in [&simulator, &second] {
+        let spender = seeded_id(server, "never-used");
+        server.consume_model(spender, "gpt-4.1", 5_000, 40).unwrap();
+    }
     let daemon = start_daemon(test_config(
         vec![
             account_for("main", &simulator),
-            account_for("second", &start_simulator(40).await),
+            account_for("second", &second),
         ],
-        every(3_600),
+        every(1),
     ))
     .await;
     daemon
-        .wait_for("both accounts", Duration::from_secs(20), |metrics| {
-            metrics.up("main") == 1.0 && metrics.up("second") == 1.0
-        })
+        .wait_for(
+            "both accounts with their spend",
+            Duration::from_secs(20),
+            |metrics| {
+                metrics.up("main") == 1.0
+                    && metrics.up("second") == 1.0
+                    && !metrics
+                        .family("cometapi_key_model_used_quota_total")
+                        .is_empty()
+                    && !metrics.family("cometapi_model_used_quota_total").is_empty()
+                    && !metrics
+                        .family("cometapi_subscription_amount_total")
+                        .is_empty()
+            },
+        )
         .await;
     for gzip in [false, true] {
         let text = daemon.scrape_text(gzip).await;
@@ -351,14 +461,55 @@ async fn the_exposition_passes_promtool_check_metrics() {
     daemon.stop().await;
 }
 
-/// promtool from Debian's `prometheus` package; CI installs it. A missing promtool fails the
-/// test rather than skipping it.
-fn which_promtool() -> PathBuf {
-    for directory in std::env::var("PATH").unwrap_or_default().split(':') {
-        let candidate = Path::new(directory).join("promtool");
-        if candidate.is_file() {
-            return candidate;
-        }
-    }
-    panic!("promtool not found on PATH: install it with `apt-get install prometheus` (the CI script does)");
+/// A poll that fails before any has completed says that nothing is served yet; one that fails
+/// after a complete poll says the previous snapshot is still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_poll_says_whether_anything_is_served() {
+    let simulator = start_simulator(5).await;
+    simulator.push_fault(Fault {
+        endpoint: FaultEndpoint::Any,
+        page: None,
+        times: FaultTimes::Times(2),
+        kind: FaultKind::HttpStatus {
+            status: 503,
+            body: String::new(),
+            retry_after: None,
+        },
+    });
+    let directory = tempfile::tempdir().unwrap();
+    let config = write_config(directory.path(), &simulator, "max_retries = 0");
+    let daemon = DaemonProcess::start(&["run", "--config", config.to_str().unwrap()], &[]);
+    daemon
+        .wait_for_metrics("a complete poll", |metrics| metrics.up("main") == 1.0)
+        .await;
+    simulator.push_fault(Fault {
+        endpoint: FaultEndpoint::Any,
+        page: None,
+        times: FaultTimes::Once,
+        kind: FaultKind::HttpStatus {
+            status: 503,
+            body: String::new(),
+            retry_after: None,
+        },
+    });
+    daemon
+        .wait_for_metrics("the failure after it", |metrics| metrics.up("main") == 0.0)
+        .await;
+    let (_, _, logs) = daemon.terminate();
+    let first_failure = logs
+        .lines()
+        .find(|line| line.contains("poll failed"))
+        .expect("a failure was logged");
+    assert!(
+        first_failure.contains("nothing is served for this account yet"),
+        "{first_failure}"
+    );
+    let last_failure = logs
+        .lines()
+        .rfind(|line| line.contains("poll failed"))
+        .unwrap();
+    assert!(
+        last_failure.contains("still serving the previous snapshot"),
+        "{last_failure}"
+    );
 }

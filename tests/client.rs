@@ -113,7 +113,13 @@ async fn create_get_update_status_and_delete_keep_every_other_field() {
     client.delete_key(created.id).await.unwrap();
     assert!(simulator.token(created.id).is_none());
     match client.get_key(created.id).await {
-        Err(error @ ApiError::Refused { .. }) => assert_eq!(error.reason(), Some("api_error")),
+        Err(error @ ApiError::KeyNotFound { .. }) => {
+            assert_eq!(error.reason(), Some("api_error"));
+            assert_eq!(
+                error.to_string(),
+                format!("account main has no key {}", created.id)
+            );
+        }
         other => panic!("a deleted key is refused, got {other:?}"),
     }
 }
@@ -160,7 +166,9 @@ async fn legacy_servers_get_new_api_user_when_configured() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_bad_pat_on_a_legacy_server_is_http_200_success_false_and_counted_as_api_error() {
+/// The server answers HTTP 200 `success:false`, but it is the same refusal as a newer server's
+/// 401: counted as `http_401`, so one alert covers both generations.
+async fn a_bad_pat_on_a_legacy_server_is_http_200_success_false_and_counted_as_http_401() {
     let simulator = start_simulator_with(SimulatorConfig {
         keys: 3,
         auth_mode: AuthMode::Legacy,
@@ -178,7 +186,11 @@ async fn a_bad_pat_on_a_legacy_server_is_http_200_success_false_and_counted_as_a
     )
     .unwrap();
     let error = scan_account(&client).await.unwrap_err();
-    assert_eq!(error.reason(), Some("api_error"), "{error}");
+    assert_eq!(error.reason(), Some("http_401"), "{error}");
+    assert!(
+        error.to_string().contains("access token rejected"),
+        "{error}"
+    );
 }
 
 /// A server older than 2025-06 answers the listing with a bare array and a 0-based `p`; the
@@ -237,4 +249,96 @@ async fn bare_array_listings_of_older_servers_are_read_from_page_zero() {
         })
         .collect();
     assert_eq!(pages, ["p=1", "p=0", "p=1", "p=2"]);
+}
+
+/// one-api: the first poll learns on `p=1` that the listing is a bare array and reads it from
+/// `p=0`; every later poll starts at `p=0`, so it costs exactly the status request and
+/// `floor(N / 10) + 1` pages of 10.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_api_polls_cost_no_extra_request_once_the_listing_form_is_known() {
+    let simulator = start_simulator_with(SimulatorConfig {
+        keys: 25,
+        ..SimulatorConfig::one_api()
+    })
+    .await;
+    let client = client_for(&simulator, None);
+    let list_pages = |simulator: &Simulator| -> Vec<String> {
+        simulator
+            .requests()
+            .iter()
+            .filter(|request| request.path == "/api/token/")
+            .map(|request| {
+                let query = request.query.clone().unwrap_or_default();
+                query.split('&').next().unwrap().to_owned()
+            })
+            .collect()
+    };
+    let first = scan_account(&client).await.unwrap();
+    assert_eq!(first.keys.len(), 25);
+    assert_eq!(list_pages(&simulator), ["p=1", "p=0", "p=1", "p=2"]);
+    assert_eq!((first.requests, simulator.requests().len()), (5, 5));
+    for _ in 0..2 {
+        simulator.clear_requests();
+        let later = scan_account(&client).await.unwrap();
+        assert_eq!(later.keys.len(), 25);
+        assert_eq!(list_pages(&simulator), ["p=0", "p=1", "p=2"]);
+        assert_eq!(
+            (later.requests, simulator.requests().len()),
+            (4, 4),
+            "status + 3 pages"
+        );
+    }
+    // Exactly a multiple of 10: the last page is empty, as on the real server.
+    for id in simulator.tokens().iter().take(5).map(|token| token.id) {
+        simulator.delete_token(id);
+    }
+    simulator.clear_requests();
+    let twenty = scan_account(&client).await.unwrap();
+    assert_eq!((twenty.keys.len(), simulator.requests().len()), (20, 4));
+}
+
+/// A server known to answer with a bare array that is upgraded to the paginated listing: the
+/// next poll's `p=0` brings an envelope, and the scan reads it from page 1 like any new server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgraded_server_is_read_with_pages_again() {
+    use cometapi_keymon::api::ListingForm;
+    use cometapi_keymon::simulator::{Fault, FaultEndpoint, FaultKind, FaultTimes};
+    let simulator = start_simulator(150).await;
+    // Before the upgrade: one bare page of 3 keys, then an empty one (asked as p=1, p=0 and p=1;
+    // the simulator parses p=0 as page 1 too).
+    let three = serde_json::json!({
+        "success": true, "message": "",
+        "data": [{"id": 3, "name": "a"}, {"id": 2, "name": "b"}, {"id": 1, "name": "c"}]
+    })
+    .to_string();
+    let empty = r#"{"success":true,"message":"","data":[]}"#.to_owned();
+    for bare in [three.clone(), three, empty] {
+        simulator.push_fault(Fault {
+            endpoint: FaultEndpoint::List,
+            page: Some(1),
+            times: FaultTimes::Once,
+            kind: FaultKind::HttpStatus {
+                status: 200,
+                body: bare.clone(),
+                retry_after: None,
+            },
+        });
+    }
+    let client = client_for(&simulator, None);
+    assert_eq!(scan_account(&client).await.unwrap().keys.len(), 3);
+    assert_eq!(client.listing_form(), ListingForm::BareZeroBased);
+    simulator.clear_requests();
+    let listing = scan_account(&client).await.unwrap();
+    assert_eq!(listing.keys.len(), 150);
+    let pages: Vec<String> = simulator
+        .requests()
+        .iter()
+        .filter(|request| request.path == "/api/token/")
+        .map(|request| {
+            let query = request.query.clone().unwrap_or_default();
+            query.split('&').next().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(pages, ["p=0", "p=1", "p=2"]);
+    assert_eq!(client.listing_form(), ListingForm::Paginated);
 }

@@ -5,9 +5,15 @@
 //! operator relies on (one replica that is recreated, never two writers; non-root, read-only,
 //! no capabilities; probes; the token and config where the config says; the ServiceMonitor
 //! finding the Service). The Dockerfile is checked for its structure only: no Docker engine runs
-//! here. A missing tool fails its test with the command that installs it (`.ci/run` does).
+//! here. A missing tool skips its tests with one line naming it and how to install it, and fails
+//! them under CI=true (`support::tools`; `.ci/run` installs every tool).
+//! The TLS kit (the shipped web configs, the unit's commented credentials, the overlay
+//! `deploy/kubernetes-tls`) goes through `promtool check web-config`, `check-config`,
+//! `systemd-analyze verify`, `kubectl kustomize` and `kubernetes-validate --strict` as well.
 //!
 //! Longer than our usual ~600 lines on purpose: one test per fact of the deployment kit.
+
+mod support;
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -15,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
+use support::tools;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_cometapi-keymon");
 const REPOSITORY: &str = env!("CARGO_MANIFEST_DIR");
@@ -25,6 +32,9 @@ const SYSTEMD_TOKEN_PATH: &str = "/run/credentials/cometapi-keymon.service/token
 const KUBERNETES_TOKEN_PATH: &str = "/etc/cometapi-keymon/token";
 const HIGHEST_ACCEPTED_EXPOSURE: f64 = 2.0;
 const MONITORING_GROUP: &str = "monitoring.coreos.com/";
+const SYSTEMD_WEB_CONFIG_PATH: &str = "/run/credentials/cometapi-keymon.service/web.yml";
+const SHIPPED_WEB_CONFIGS: [&str; 2] = ["deploy/systemd/web.yml", "deploy/kubernetes-tls/web.yml"];
+const TLS_SECRET: &str = "cometapi-keymon-tls";
 
 fn repository_path(relative: &str) -> PathBuf {
     Path::new(REPOSITORY).join(relative)
@@ -35,16 +45,17 @@ fn read_repository_file(relative: &str) -> String {
         .unwrap_or_else(|error| panic!("cannot read {relative}: {error}"))
 }
 
-/// The tool's path on PATH, or a failed test naming how to install it.
+/// The tool's path on PATH. Every test that reaches here started with `tools_available` for
+/// it, which skips the test (or, under CI=true, fails it) when the tool is missing.
 fn require_tool(name: &str, how_to_install: &str) -> PathBuf {
-    for directory in std::env::var("PATH").unwrap_or_default().split(':') {
-        let candidate = Path::new(directory).join(name);
-        if candidate.is_file() {
-            return candidate;
-        }
-    }
-    panic!("{name} not found on PATH: {how_to_install} (the CI script .ci/run does)");
+    tools::find_on_path(name).unwrap_or_else(|| {
+        panic!("{name} not found on PATH: {how_to_install} (the CI script .ci/run does)")
+    })
 }
+
+/// What the kustomize tests need: kubectl, and python3 with PyYAML, which kubernetes-validate
+/// installs.
+const KUSTOMIZE_TOOLS: [&str; 3] = ["kubectl", "python3", "kubernetes-validate"];
 
 fn run(command: &mut Command) -> (Output, String) {
     let output = command
@@ -103,6 +114,9 @@ fn unit_settings(unit: &str, section: &str) -> Vec<(String, String)> {
 
 #[test]
 fn systemd_unit_passes_systemd_analyze_verify() {
+    if !tools::tools_available(&["systemd-analyze"]) {
+        return;
+    }
     let tool = systemd_analyze();
     let (_directory, unit) = unit_copy_running_the_built_binary();
     let (output, text) = run(Command::new(tool).args(["verify", "--man=no"]).arg(&unit));
@@ -117,6 +131,9 @@ fn systemd_unit_passes_systemd_analyze_verify() {
 
 #[test]
 fn systemd_unit_hardening_exposure_is_at_most_2_0() {
+    if !tools::tools_available(&["systemd-analyze"]) {
+        return;
+    }
     let tool = systemd_analyze();
     let (_directory, unit) = unit_copy_running_the_built_binary();
     let (output, text) = run(Command::new(tool)
@@ -416,6 +433,9 @@ fn assert_kubernetes_validate_strict_accepts(what: &str, yaml: &str) {
 
 #[test]
 fn kustomize_base_builds_and_kubernetes_validate_strict_accepts_every_standard_object() {
+    if !tools::tools_available(&KUSTOMIZE_TOOLS) {
+        return;
+    }
     let base = kustomize("deploy/kubernetes");
     assert_kubernetes_validate_strict_accepts("the kustomize base", &base);
     let secret = read_repository_file("deploy/kubernetes/secret.example.yaml");
@@ -424,6 +444,9 @@ fn kustomize_base_builds_and_kubernetes_validate_strict_accepts_every_standard_o
 
 #[test]
 fn without_operator_overlay_drops_only_the_operator_custom_resources() {
+    if !tools::tools_available(&KUSTOMIZE_TOOLS) {
+        return;
+    }
     let base = yaml_documents(&kustomize("deploy/kubernetes"));
     let overlay = yaml_documents(&kustomize("deploy/kubernetes-without-operator"));
     let standard: BTreeSet<String> = base
@@ -443,6 +466,9 @@ fn without_operator_overlay_drops_only_the_operator_custom_resources() {
 
 #[test]
 fn kubernetes_objects_keep_what_operators_rely_on() {
+    if !tools::tools_available(&KUSTOMIZE_TOOLS) {
+        return;
+    }
     let objects = yaml_documents(&kustomize("deploy/kubernetes"));
     let deployment = only(&objects, "Deployment");
     let spec = &deployment["spec"];
@@ -612,6 +638,9 @@ fn selects(selector: &Value, labels: &Value) -> bool {
 
 #[test]
 fn service_monitor_scrapes_the_service_which_keeps_not_ready_pods() {
+    if !tools::tools_available(&KUSTOMIZE_TOOLS) {
+        return;
+    }
     let objects = yaml_documents(&kustomize("deploy/kubernetes"));
     let deployment = only(&objects, "Deployment");
     let pod_labels = &deployment["spec"]["template"]["metadata"]["labels"];
@@ -722,6 +751,9 @@ fn dockerfile_is_multi_stage_non_root_and_shell_free_at_runtime() {
 /// dependency (OpenSSL, say) would build but not start in it.
 #[test]
 fn the_binary_links_only_what_the_runtime_image_has() {
+    if !tools::tools_available(&["ldd"]) {
+        return;
+    }
     let ldd = require_tool("ldd", "install it with `apt-get install libc-bin`");
     let (output, text) = run(Command::new(ldd).arg(BINARY));
     assert!(output.status.success(), "ldd: {text}");
@@ -745,4 +777,260 @@ fn the_binary_links_only_what_the_runtime_image_has() {
             "{file_name} is not in the distroless cc image: {line}"
         );
     }
+}
+
+/// The lines of the unit's commented TLS block, uncommented.
+fn commented_tls_credentials(unit: &str) -> Vec<String> {
+    unit.lines()
+        .filter_map(|line| line.strip_prefix("#LoadCredential="))
+        .map(|value| format!("LoadCredential={value}"))
+        .collect()
+}
+
+/// A copy of a shipped web config in a temporary directory, next to a certificate pair made
+/// for the test under the names the file uses.
+fn web_config_with_certificates(relative: &str) -> (tempfile::TempDir, PathBuf) {
+    let text = read_repository_file(relative);
+    let parsed: Value = serde_yaml_ng::from_str(&text).unwrap();
+    let tls = &parsed["tls_server_config"];
+    let directory = tempfile::tempdir().unwrap();
+    let ca = support::tls::TestCa::new("deploy test CA");
+    let pair = ca.server("keymon");
+    let cert_file = tls["cert_file"].as_str().expect("cert_file");
+    let key_file = tls["key_file"].as_str().expect("key_file");
+    assert!(
+        !cert_file.starts_with('/') && !key_file.starts_with('/'),
+        "{relative}: relative paths, so the file works wherever it is mounted next to the pair"
+    );
+    support::tls::write(directory.path(), cert_file, &pair.certificate);
+    support::tls::write_key(directory.path(), key_file, &pair.key);
+    let path = support::tls::write(directory.path(), "web.yml", &text);
+    (directory, path)
+}
+
+#[test]
+fn shipped_web_configs_pass_promtool_check_web_config_and_check_config() {
+    if !tools::tools_available(&["promtool"]) {
+        return;
+    }
+    for relative in SHIPPED_WEB_CONFIGS {
+        let (directory, web) = web_config_with_certificates(relative);
+        let (valid, report) = support::deploy::promtool(
+            directory.path(),
+            &["check", "web-config", web.to_str().unwrap()],
+        );
+        assert!(valid && report.contains("SUCCESS"), "{relative}: {report}");
+        // The daemon reads it the same way (through the override the unit could use too).
+        let effective = check_shipped_config(
+            "deploy/systemd/config.toml",
+            SYSTEMD_TOKEN_PATH,
+            &[(
+                "KEYMON_SERVER__WEB_CONFIG_FILE".to_owned(),
+                web.display().to_string(),
+            )],
+        );
+        assert!(
+            effective.contains(&format!("web_config_file = \"{}\"", web.display()))
+                && effective.contains("#     prometheus: (bcrypt hash, cost 10, not shown)")
+                && effective.contains("#       Strict-Transport-Security: max-age=31536000"),
+            "{relative}:\n{effective}"
+        );
+        assert!(!effective.contains("$2y$"), "{relative}: a hash leaked");
+    }
+    assert_eq!(
+        read_repository_file(SHIPPED_WEB_CONFIGS[0])
+            .split_once("tls_server_config:")
+            .map(|(_, rest)| rest.to_owned()),
+        read_repository_file(SHIPPED_WEB_CONFIGS[1])
+            .split_once("tls_server_config:")
+            .map(|(_, rest)| rest.to_owned()),
+        "the systemd and Kubernetes web configs differ only in their header comment"
+    );
+}
+
+#[test]
+fn the_units_commented_tls_credentials_match_the_config_and_pass_verify() {
+    if !tools::tools_available(&["systemd-analyze"]) {
+        return;
+    }
+    let unit = read_repository_file("deploy/systemd/cometapi-keymon.service");
+    let credentials = commented_tls_credentials(&unit);
+    let names: Vec<&str> = credentials
+        .iter()
+        .map(|line| {
+            line.trim_start_matches("LoadCredential=")
+                .split(':')
+                .next()
+                .unwrap()
+        })
+        .collect();
+    let web: Value =
+        serde_yaml_ng::from_str(&read_repository_file(SHIPPED_WEB_CONFIGS[0])).unwrap();
+    assert_eq!(
+        names,
+        [
+            "web.yml",
+            web["tls_server_config"]["cert_file"].as_str().unwrap(),
+            web["tls_server_config"]["key_file"].as_str().unwrap(),
+        ],
+        "the credentials are the web config and the files it names"
+    );
+    let config = read_repository_file("deploy/systemd/config.toml");
+    assert_eq!(
+        SYSTEMD_WEB_CONFIG_PATH,
+        format!("/run/credentials/{UNIT_FILE_NAME}/web.yml")
+    );
+    assert!(
+        config.contains(&format!(
+            "# web_config_file = \"{SYSTEMD_WEB_CONFIG_PATH}\""
+        )),
+        "deploy/systemd/config.toml should show web_config_file pointing at the credential"
+    );
+    // Uncommented, the unit still verifies cleanly.
+    let tool = systemd_analyze();
+    let (directory, path) = unit_copy_running_the_built_binary();
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("#LoadCredential=", "LoadCredential=");
+    std::fs::write(&path, text).unwrap();
+    let (output, report) = run(Command::new(tool).args(["verify", "--man=no"]).arg(&path));
+    assert!(
+        output.status.success() && report.trim().is_empty(),
+        "with the TLS credentials: {report}"
+    );
+    drop(directory);
+}
+
+#[test]
+fn kubernetes_tls_overlay_builds_and_kubernetes_validate_strict_accepts_it() {
+    if !tools::tools_available(&KUSTOMIZE_TOOLS) {
+        return;
+    }
+    let overlay = kustomize("deploy/kubernetes-tls");
+    assert_kubernetes_validate_strict_accepts("the kubernetes-tls overlay", &overlay);
+    let credentials = read_repository_file("deploy/kubernetes-tls/scrape-credentials.example.yaml");
+    assert_kubernetes_validate_strict_accepts("scrape-credentials.example.yaml", &credentials);
+}
+
+#[test]
+fn kubernetes_tls_overlay_mounts_the_web_config_probes_over_https_and_scrapes_with_credentials() {
+    if !tools::tools_available(&KUSTOMIZE_TOOLS) {
+        return;
+    }
+    let base = yaml_documents(&kustomize("deploy/kubernetes"));
+    let objects = yaml_documents(&kustomize("deploy/kubernetes-tls"));
+    // The base's objects, plus the web config's Secret only.
+    let base_names: BTreeSet<String> = base.iter().map(kind_and_name).collect();
+    let added: Vec<&Value> = objects
+        .iter()
+        .filter(|object| !base_names.contains(&kind_and_name(object)))
+        .collect();
+    assert_eq!(
+        added.len(),
+        1,
+        "{:?}",
+        added.iter().map(|o| kind_and_name(o)).collect::<Vec<_>>()
+    );
+    let web_secret = added[0];
+    assert_eq!(web_secret["kind"], "Secret");
+    let web_secret_name = web_secret["metadata"]["name"].as_str().unwrap();
+    assert!(web_secret_name.starts_with("cometapi-keymon-web-config-"));
+    let web_yml = {
+        use base64::Engine as _;
+        let encoded = web_secret["data"]["web.yml"]
+            .as_str()
+            .expect("web.yml in the Secret");
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(encoded.split_whitespace().collect::<String>())
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    assert_eq!(
+        web_yml,
+        read_repository_file("deploy/kubernetes-tls/web.yml")
+    );
+    let web: Value = serde_yaml_ng::from_str(&web_yml).unwrap();
+
+    let deployment = only(&objects, "Deployment");
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    let mount = container["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|mount| mount["name"] == "web")
+        .expect("the web volume is mounted");
+    let mount_path = mount["mountPath"].as_str().unwrap();
+    assert_eq!(mount["readOnly"], true);
+    assert!(
+        !mount_path.starts_with("/etc/cometapi-keymon/"),
+        "not inside the base's read-only config volume"
+    );
+    assert_eq!(
+        container["args"],
+        serde_json::json!([format!("--web.config.file={mount_path}/web.yml")])
+    );
+    let sources = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|volume| volume["name"] == "web")
+        .expect("the web volume")["projected"]["sources"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let secret_items = |name: &str| -> Value {
+        sources
+            .iter()
+            .find(|source| source["secret"]["name"] == name)
+            .unwrap_or_else(|| panic!("no projected Secret {name}"))["secret"]["items"]
+            .clone()
+    };
+    assert_eq!(
+        secret_items(web_secret_name),
+        serde_json::json!([{"key": "web.yml", "path": "web.yml", "mode": 0o400}])
+    );
+    let tls = &web["tls_server_config"];
+    assert_eq!(
+        secret_items(TLS_SECRET),
+        serde_json::json!([
+            {"key": "tls.crt", "path": tls["cert_file"], "mode": 0o444},
+            {"key": "tls.key", "path": tls["key_file"], "mode": 0o400},
+        ]),
+        "the pair lands where web.yml's relative paths look"
+    );
+    for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
+        assert_eq!(container[probe]["httpGet"]["scheme"], "HTTPS", "{probe}");
+        assert_eq!(container[probe]["httpGet"]["path"], path, "{probe}");
+    }
+    assert_eq!(
+        deployment["spec"]["template"]["metadata"]["annotations"]["prometheus.io/scheme"],
+        "https"
+    );
+
+    let monitor = only(&objects, "ServiceMonitor");
+    let endpoint = &monitor["spec"]["endpoints"][0];
+    assert_eq!(endpoint["scheme"], "https");
+    assert_eq!(endpoint["path"], "/metrics");
+    assert_eq!(endpoint["tlsConfig"]["ca"]["secret"]["name"], TLS_SECRET);
+    assert!(endpoint["tlsConfig"]["serverName"].is_string());
+    let credentials = &yaml_documents(&read_repository_file(
+        "deploy/kubernetes-tls/scrape-credentials.example.yaml",
+    ))[0];
+    for field in ["username", "password"] {
+        let reference = &endpoint["basicAuth"][field];
+        assert_eq!(
+            reference["name"], credentials["metadata"]["name"],
+            "{field}"
+        );
+        let key = reference["key"].as_str().unwrap();
+        assert!(credentials["stringData"][key].is_string(), "{field}: {key}");
+    }
+    assert!(
+        web["basic_auth_users"][credentials["stringData"]["username"].as_str().unwrap()]
+            .is_string(),
+        "the ServiceMonitor's user is a user of web.yml"
+    );
 }

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 use support::deploy::*;
+use support::tools;
 
 const ALERTS: &str = "deploy/prometheus/alerts.yml";
 const ALERT_TESTS: &str = "deploy/prometheus/alerts.test.yml";
@@ -39,6 +40,9 @@ fn alert_rules(groups: &Value) -> BTreeMap<String, Value> {
 
 #[test]
 fn alert_rules_pass_promtool_check_rules() {
+    if !tools::tools_available(&["promtool"]) {
+        return;
+    }
     let rules = alert_rules(&read_yaml(ALERTS)["groups"]);
     let (success, report) = promtool(&repository_file("."), &["check", "rules", ALERTS]);
     assert!(success, "promtool check rules {ALERTS}:\n{report}");
@@ -48,6 +52,9 @@ fn alert_rules_pass_promtool_check_rules() {
 
 #[test]
 fn alert_rules_pass_their_promtool_unit_tests() {
+    if !tools::tools_available(&["promtool"]) {
+        return;
+    }
     let (success, report) = promtool(&repository_file("."), &["test", "rules", ALERT_TESTS]);
     assert!(success, "promtool test rules {ALERT_TESTS}:\n{report}");
 }
@@ -159,6 +166,9 @@ async fn alert_rules_use_only_metric_names_the_daemon_exports() {
 
 #[test]
 fn prometheus_rule_holds_exactly_the_groups_of_alerts_yml() {
+    if !tools::tools_available(&["promtool"]) {
+        return;
+    }
     let alerts = read_yaml(ALERTS);
     let resource = read_yaml(PROMETHEUS_RULE);
     assert_eq!(resource["apiVersion"], "monitoring.coreos.com/v1");
@@ -184,6 +194,9 @@ fn prometheus_rule_holds_exactly_the_groups_of_alerts_yml() {
 
 #[test]
 fn example_prometheus_config_passes_promtool_check_config() {
+    if !tools::tools_available(&["promtool"]) {
+        return;
+    }
     let (success, report) = promtool(
         &repository_file("."),
         &["check", "config", PROMETHEUS_CONFIG],
@@ -200,6 +213,9 @@ fn example_prometheus_config_passes_promtool_check_config() {
 /// and promtool checks the rest (the relabelling).
 #[test]
 fn example_kubernetes_scrape_variant_is_valid_once_uncommented() {
+    if !tools::tools_available(&["promtool"]) {
+        return;
+    }
     let text = read_text(PROMETHEUS_CONFIG);
     let begin = text
         .find("# BEGIN kubernetes pod-annotation variant\n")
@@ -230,6 +246,49 @@ fn example_kubernetes_scrape_variant_is_valid_once_uncommented() {
     assert!(success, "the Kubernetes variant:\n{variant}\n{report}");
 }
 
+/// The commented TLS variant (scheme https, tls_config, basic_auth), uncommented, with its
+/// files present: promtool accepts it, and it matches what the daemon's web config asks for.
+#[test]
+fn example_tls_scrape_variant_is_valid_once_uncommented() {
+    if !tools::tools_available(&["promtool"]) {
+        return;
+    }
+    let text = read_text(PROMETHEUS_CONFIG);
+    let begin = text.find("# BEGIN tls variant\n").expect("BEGIN marker");
+    let end = text.find("  # END tls variant").expect("END marker");
+    let block = &text[text[begin..].find('\n').unwrap() + begin + 1..end];
+    let mut variant = String::from("scrape_configs:\n");
+    for line in block.lines() {
+        let line = line
+            .strip_prefix("  # ")
+            .expect("every variant line is commented");
+        variant.push_str("  ");
+        variant.push_str(line);
+        variant.push('\n');
+    }
+    let parsed: Value = serde_yaml_ng::from_str(&variant).expect("the variant is YAML");
+    let job = &parsed["scrape_configs"][0];
+    assert_eq!(job["job_name"], JOB_NAME);
+    assert_eq!(job["scheme"], "https");
+    assert!(job["tls_config"]["ca_file"].is_string());
+    assert!(job["tls_config"]["server_name"].is_string());
+    assert!(job["basic_auth"]["username"].is_string());
+    assert!(
+        job["basic_auth"]["password_file"].is_string() && job["basic_auth"]["password"].is_null(),
+        "the password comes from a file, not the config"
+    );
+    // Its files, where promtool can see them.
+    let directory = tempfile::tempdir().unwrap();
+    let local = variant.replace("/etc/prometheus/", "");
+    for name in ["cometapi-keymon-ca.crt", "cometapi-keymon.password"] {
+        assert!(local.contains(name), "{name}");
+        std::fs::write(directory.path().join(name), "placeholder\n").unwrap();
+    }
+    std::fs::write(directory.path().join("variant.yml"), local).unwrap();
+    let (success, report) = promtool(directory.path(), &["check", "config", "variant.yml"]);
+    assert!(success, "the TLS variant:\n{variant}\n{report}");
+}
+
 #[test]
 fn metric_names_in_finds_metrics_and_skips_functions_keywords_and_labels() {
     let names = metric_names_in(
@@ -252,4 +311,55 @@ fn metric_names_in_finds_metrics_and_skips_functions_keywords_and_labels() {
     .map(|name| name.to_string())
     .collect();
     assert_eq!(names, expected);
+}
+
+/// Without promtool on PATH, the tests that need it are skipped with one line saying which
+/// suite, which tool and how to install it, and the suite still passes; under `CI=true` the same
+/// run fails. (This suite's own binary, run again with an empty PATH.)
+#[test]
+fn a_missing_tool_skips_its_tests_with_one_line_and_fails_them_under_ci() {
+    let run = |ci: Option<&str>| {
+        let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+        command
+            .args([
+                "promtool",
+                "--skip",
+                "a_missing_tool",
+                "--test-threads",
+                "4",
+            ])
+            .env("PATH", "")
+            .env_remove("CI");
+        if let Some(ci) = ci {
+            command.env("CI", ci);
+        }
+        let output = command.output().unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (success, stdout, stderr) = run(None);
+    assert!(success, "{stdout}\n{stderr}");
+    let skipped: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.starts_with("SKIPPED"))
+        .collect();
+    assert_eq!(
+        skipped,
+        [
+            "SKIPPED: the tests of tests/deploy_rules.rs that need promtool: not found on PATH \
+             (apt-get install prometheus; `bash .ci/run` installs every tool the tests need)"
+        ],
+        "{stderr}"
+    );
+    assert!(stdout.contains("test result: ok. 3 passed"), "{stdout}");
+
+    let (success, stdout, _) = run(Some("true"));
+    assert!(!success, "under CI=true a missing tool fails:\n{stdout}");
+    assert!(
+        stdout.contains("under CI=true a missing tool is a failure, not a skip"),
+        "{stdout}"
+    );
 }

@@ -4,8 +4,9 @@
 //! shortened by this test (the shipped file keeps realistic ones). Through Prometheus' HTTP API
 //! the test checks that the key series arrive with exactly the simulator's values, that every
 //! dashboard query evaluates without error, that the expired and exhausted alerts fire for
-//! exactly the right keys while no exporter alert does, and that CometAPIExporterDown fires once
-//! the daemon is stopped. Every process is stopped by its pid, also when an assertion fails.
+//! exactly the right keys while no exporter alert does, that the wallet and subscription alerts
+//! fire for exactly the low wallet and the active subscription ending soon, and that
+//! CometAPIExporterDown fires once the daemon is stopped. Every process is stopped by its pid, also when an assertion fails.
 
 mod support;
 
@@ -323,10 +324,35 @@ fn ids_and_names(tokens: &[&SimToken]) -> BTreeMap<String, String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_the_daemon_and_fires_the_shipped_alerts() {
+    if !tools::tools_available(&["prometheus", "promtool"]) {
+        return;
+    }
     let started = Instant::now();
     // Declared first, dropped last: the processes below are killed before their files go.
     let directory = tempfile::tempdir().unwrap();
     let simulator = start_simulator(KEYS).await;
+    // The account's money: some spend today, a wallet of 4 USD, and the active subscription
+    // ending in 3 days with 95 % used, so the account alerts have something to fire on.
+    let spender = seeded_id(&simulator, "never-used");
+    for (model, quota) in [
+        ("gpt-4.1", 3_000),
+        ("claude-sonnet-4", 2_000),
+        ("gpt-4.1", 500),
+    ] {
+        simulator
+            .consume_model(spender, model, quota, quota / 5)
+            .unwrap();
+    }
+    simulator.update_wallet(|wallet| wallet.quota = 2_000_000);
+    let active_subscription = simulator
+        .subscriptions()
+        .into_iter()
+        .find(|subscription| subscription.status == "active")
+        .expect("the seeded active subscription");
+    simulator.update_subscription(active_subscription.id, |subscription| {
+        subscription.end_time = unix_now() + 3 * 86_400;
+        subscription.amount_used = subscription.amount_total / 100 * 95;
+    });
     let (mut daemon, target) = start_daemon_binary(
         directory.path(),
         &simulator.base_url(),
@@ -411,6 +437,12 @@ async fn prometheus_scrapes_the_daemon_and_fires_the_shipped_alerts() {
     assert_eq!(exhausted_count[0].1, expected_exhausted_count);
     let per_unit = api.query("cometapi_quota_per_unit").await;
     assert_eq!(per_unit[0].1, simulator.quota_per_unit());
+    let wallet = api.query("cometapi_account_quota").await;
+    assert_eq!(wallet[0].1, simulator.wallet().quota as f64, "the wallet");
+    let spend = api
+        .query("sum(cometapi_key_model_used_quota_total{model=\"gpt-4.1\"})")
+        .await;
+    assert_eq!(spend[0].1, 3_500.0, "today's spend on one model");
 
     // The alerts: exactly the keys past expiry / out of quota that are not disabled.
     let now = unix_now();
@@ -483,6 +515,51 @@ async fn prometheus_scrapes_the_daemon_and_fires_the_shipped_alerts() {
         },
     )
     .await;
+
+    // The account alerts: the wallet below 10 USD and (spent fast from now on) predicted to run
+    // out; the active subscription ending within 7 days and almost used up, the expired one not.
+    let wallet_spender = simulator.clone();
+    let spending = tokio::spawn(async move {
+        loop {
+            wallet_spender.update_wallet(|wallet| {
+                wallet.quota -= 20_000;
+                wallet.used_quota += 20_000;
+            });
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    });
+    let active_id = active_subscription.id.to_string();
+    for (alertname, label, expected) in [
+        ("CometAPIWalletLow", "account", "main"),
+        ("CometAPIWalletExhaustionPredicted", "account", "main"),
+        (
+            "CometAPISubscriptionEndingSoon",
+            "subscription_id",
+            active_id.as_str(),
+        ),
+        (
+            "CometAPISubscriptionAlmostUsed",
+            "subscription_id",
+            active_id.as_str(),
+        ),
+    ] {
+        eventually(alertname, Duration::from_secs(30), || async {
+            let firing: BTreeSet<String> = api
+                .alerts()
+                .await
+                .into_iter()
+                .filter(|(name, state, _)| name == alertname && state == "firing")
+                .map(|(_, _, labels)| labels[label].clone())
+                .collect();
+            if firing == BTreeSet::from([expected.to_owned()]) {
+                Ok(())
+            } else {
+                Err(format!("firing {firing:?}, expected {expected}"))
+            }
+        })
+        .await;
+    }
+    spending.abort();
 
     // Every dashboard query evaluates against the real data; all but a known few return series.
     let dashboard = read_json(DASHBOARD);

@@ -241,28 +241,60 @@ async fn polls_of_one_account_never_overlap_and_a_slow_account_does_not_delay_an
         metrics.value("cometapi_poll_skipped_total", &[("account", "fast")]),
         0.0
     );
-    // Requests of the slow account come in whole polls: status, page 1, page 2, status, ...
+    // Requests of the slow account come in whole polls: status, page 1, page 2, wallet,
+    // usage, subscriptions (and the plans on the first poll), then the next poll's status.
     let sequence: Vec<String> = slow
         .requests()
         .iter()
-        .map(|request| {
-            if request.path == "/api/status" {
-                "status".to_owned()
-            } else {
-                request.query.clone().unwrap_or_default()
-            }
+        .map(|request| match request.path.as_str() {
+            "/api/status" => "status".to_owned(),
+            "/api/token/" => request
+                .query
+                .clone()
+                .unwrap_or_default()
+                .split('&')
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+            other => other.to_owned(),
         })
         .collect();
-    for (index, entry) in sequence.iter().enumerate() {
-        let expected_prefix = match index % 3 {
-            0 => "status",
-            1 => "p=1&",
-            _ => "p=2&",
+    let mut polls: Vec<Vec<&str>> = Vec::new();
+    for entry in &sequence {
+        if entry == "status" {
+            polls.push(Vec::new());
+        }
+        polls
+            .last_mut()
+            .expect("the first request is a status")
+            .push(entry);
+    }
+    let whole_poll = [
+        "status",
+        "p=1",
+        "p=2",
+        "/api/user/self",
+        "/api/data/flow/self",
+        "/api/subscription/self",
+    ];
+    let last = polls.len() - 1;
+    for (index, poll) in polls.iter().enumerate() {
+        let expected: Vec<&str> = if index == 0 {
+            whole_poll
+                .iter()
+                .copied()
+                .chain(["/api/subscription/plans"])
+                .collect()
+        } else {
+            whole_poll.to_vec()
         };
-        assert!(
-            entry.starts_with(expected_prefix),
-            "request {index} was {entry:?}; sequence {sequence:?}"
-        );
+        // The last poll may still be running.
+        let complete = if index == last {
+            expected.starts_with(poll)
+        } else {
+            *poll == expected
+        };
+        assert!(complete, "poll {index} was {poll:?}; sequence {sequence:?}");
     }
     daemon.stop().await;
 }

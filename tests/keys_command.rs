@@ -460,6 +460,18 @@ async fn create_prints_the_new_id_even_when_the_name_is_taken() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_and_get_print_tables_and_json_without_key_values() {
     let account = Account::start().await;
+    let spender = account
+        .simulator
+        .tokens()
+        .into_iter()
+        .find(|token| token.name == "never-used")
+        .unwrap()
+        .id;
+    account
+        .simulator
+        .consume_model(spender, "gpt-4.1", 250_000, 900)
+        .unwrap();
+    let wallet = account.simulator.wallet();
     let outcome = account.keys(&["list"]);
     assert_eq!(outcome.code, 0, "{}", outcome.stderr);
     assert!(
@@ -467,11 +479,61 @@ async fn list_and_get_print_tables_and_json_without_key_values() {
         "{}",
         outcome.stdout
     );
-    assert_eq!(outcome.stdout.lines().count(), 1 + 40 + 1);
+    // Header, 40 keys, the summary, the wallet, today's spend, two subscriptions.
+    assert_eq!(
+        outcome.stdout.lines().count(),
+        1 + 40 + 1 + 1 + 1 + 2,
+        "{}",
+        outcome.stdout
+    );
+    let wallet_line = format!(
+        "main: wallet {:.2}M (${:.2}) left",
+        wallet.quota as f64 / 1e6,
+        wallet.quota as f64 / 500_000.0
+    );
+    assert!(
+        outcome.stdout.contains(&wallet_line),
+        "{wallet_line} in {}",
+        outcome.stdout
+    );
+    assert!(
+        outcome
+            .stdout
+            .contains(&format!("{} requests", wallet.request_count)),
+        "{}",
+        outcome.stdout
+    );
+    assert!(
+        outcome.stdout.contains(
+            "main: spent today (since 00:00 UTC) 250.00K ($0.50) in 1 requests on 1 models"
+        ),
+        "{}",
+        outcome.stdout
+    );
+    assert!(
+        outcome.stdout.contains("(Pro monthly) active"),
+        "{}",
+        outcome.stdout
+    );
 
     let outcome = account.keys(&["list", "--output", "json"]);
-    let keys: Value = serde_json::from_str(&outcome.stdout).expect("JSON output");
-    let keys = keys.as_array().unwrap();
+    let document: Value = serde_json::from_str(&outcome.stdout).expect("JSON output");
+    let money = &document["accounts"][0];
+    assert_eq!(money["account"], "main");
+    assert_eq!(money["wallet"]["quota"], wallet.quota);
+    assert_eq!(money["wallet"]["used_quota"], wallet.used_quota);
+    assert_eq!(money["wallet"]["request_count"], wallet.request_count);
+    assert_eq!(money["spend_today"]["quota"], 250_000);
+    assert_eq!(
+        money["spend_today"]["by_key_and_model"][0]["key_id"],
+        spender
+    );
+    assert_eq!(money["spend_today"]["by_key_and_model"][0]["tokens"], 900);
+    assert_eq!(
+        money["subscriptions"].as_array().map(Vec::len),
+        Some(account.simulator.subscriptions().len())
+    );
+    let keys = document["keys"].as_array().unwrap();
     assert_eq!(keys.len(), 40);
     assert_eq!(keys[0]["id"], 1001);
     assert_eq!(keys[0]["ip_restricted"], true);
@@ -503,11 +565,10 @@ async fn a_missing_key_exits_1_naming_the_account_and_the_id() {
     ] {
         let outcome = account.keys(arguments);
         assert_eq!(outcome.code, 1, "{arguments:?}: {}", outcome.stderr);
-        assert!(
-            outcome.stderr.contains("account main, key 999999")
-                && outcome.stderr.contains("record not found"),
-            "{}",
-            outcome.stderr
+        assert_eq!(
+            outcome.stderr.trim_end(),
+            "cometapi-keymon: account main has no key 999999",
+            "{arguments:?}"
         );
         assert_eq!(outcome.stderr.lines().count(), 1);
     }

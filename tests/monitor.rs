@@ -323,3 +323,137 @@ async fn a_listing_that_grows_faster_than_it_is_read_gives_up_after_a_few_pages(
     assert_eq!(list_requests, 7 + 14);
     daemon.stop().await;
 }
+
+/// Requests the daemon counted for `account` (every endpoint and code).
+fn requests_of(metrics: &Metrics, account: &str) -> f64 {
+    metrics
+        .family("cometapi_api_requests_total")
+        .iter()
+        .filter(|(series, _)| series.label("account") == Some(account))
+        .map(|(_, value)| value)
+        .sum()
+}
+
+/// Three accounts on one server share its request budget: the server (limit on, 48 requests per
+/// 60 s per client IP, like new-api's limiter) never answers 429 while the accounts, polling every
+/// second at a budget of 24 per minute, take turns. With a budget each they would send three
+/// times as much and be refused within a few seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_on_one_server_share_its_budget_and_are_never_rate_limited() {
+    use cometapi_keymon::simulator::{RateLimit, SimulatorConfig};
+    let simulator = start_simulator_with(cometapi_keymon::simulator::SimulatorConfig {
+        keys: 150,
+        rate_limit: Some(RateLimit {
+            requests: 48,
+            window: Duration::from_secs(60),
+            send_retry_after: true,
+        }),
+        ..SimulatorConfig::default()
+    })
+    .await;
+    let names = ["a", "b", "c"];
+    let accounts = names
+        .iter()
+        .map(|name| {
+            let mut account = account_for(name, &simulator);
+            account.requests_per_minute = 24;
+            account
+        })
+        .collect();
+    let mut config = test_config(accounts, every(1));
+    // 24 a minute: one minute's burst covers the three first polls (status, pages, wallet,
+    // spend, subscriptions, plans: 7 requests each), and the worst 60 s stays within the 48.
+    config.poll.requests_per_minute = 24;
+    let started = std::time::Instant::now();
+    let daemon = start_daemon(config).await;
+    daemon
+        .wait_for(
+            "every account's first poll",
+            Duration::from_secs(20),
+            |metrics| names.iter().all(|name| metrics.up(name) == 1.0),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let metrics = daemon.metrics().await;
+    let elapsed = started.elapsed().as_secs_f64();
+    daemon.stop().await;
+
+    let refused = simulator
+        .requests()
+        .iter()
+        .filter(|request| request.status == 429)
+        .count();
+    assert_eq!(refused, 0, "the server was never asked too much");
+    let total = simulator.requests().len() as f64;
+    // One minute's burst, then one request per 2.5 s for all three together.
+    assert!(
+        total <= 24.0 + elapsed / 2.5 + 1.0,
+        "{total} requests in {elapsed:.1} s"
+    );
+    let counts: Vec<f64> = names
+        .iter()
+        .map(|name| requests_of(&metrics, name))
+        .collect();
+    let (least, most) = counts
+        .iter()
+        .fold((f64::MAX, 0.0f64), |(least, most), count| {
+            (least.min(*count), most.max(*count))
+        });
+    assert!(
+        least >= 3.0 && most - least <= 3.0,
+        "fair shares: {counts:?}"
+    );
+}
+
+/// A 429 to one account holds back every account of that server for its `Retry-After`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_pauses_every_account_of_the_server() {
+    let simulator = start_simulator(30).await;
+    let accounts = vec![account_for("a", &simulator), account_for("b", &simulator)];
+    let daemon = start_daemon(test_config(accounts, every(1))).await;
+    daemon
+        .wait_for("both first polls", Duration::from_secs(20), |metrics| {
+            metrics.up("a") == 1.0 && metrics.up("b") == 1.0
+        })
+        .await;
+    simulator.push_fault(Fault {
+        endpoint: FaultEndpoint::Any,
+        page: None,
+        times: FaultTimes::Once,
+        kind: FaultKind::HttpStatus {
+            status: 429,
+            body: String::new(),
+            retry_after: Some(2),
+        },
+    });
+    daemon
+        .wait_for("the 429 counted", Duration::from_secs(20), |metrics| {
+            metrics.errors("a", "http_429") + metrics.errors("b", "http_429") == 1.0
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    daemon.stop().await;
+    let requests = simulator.requests();
+    let limited = requests
+        .iter()
+        .find(|request| request.status == 429)
+        .expect("the 429 was answered")
+        .at;
+    let during_pause = requests
+        .iter()
+        .filter(|request| {
+            request.at > limited + Duration::from_millis(300)
+                && request.at < limited + Duration::from_millis(1_800)
+        })
+        .count();
+    assert_eq!(
+        during_pause, 0,
+        "no account sent anything while the server was paused"
+    );
+    assert!(
+        requests
+            .iter()
+            .any(|request| request.at > limited + Duration::from_secs(2)),
+        "polling resumed after the pause"
+    );
+}

@@ -578,3 +578,41 @@ async fn a_scheduled_rule_polls_and_acts_at_its_time_not_at_the_next_interval() 
     );
     assert_eq!(simulator.token(id).unwrap().remain_quota, 500_000);
 }
+
+/// A rule on explicit keys needs no condition: `enable` with only `key_ids` re-enables exactly
+/// those keys (one status-only write each) and touches no other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enable_rule_on_explicit_key_ids_enables_exactly_those_keys() {
+    let simulator = start_simulator(40).await;
+    let disabled: Vec<i64> = simulator
+        .tokens()
+        .iter()
+        .filter(|token| token.status == 2)
+        .map(|token| token.id)
+        .collect();
+    assert!(
+        !disabled.is_empty(),
+        "the seeded population has disabled keys"
+    );
+    let chosen = disabled[0];
+    let policy = format!(
+        "[policy]\ndry_run = false\nstate_dir = \"state\"\n\
+         [[policy.rules]]\nname = \"release\"\naction = \"enable\"\nkey_ids = [{chosen}]\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = start_policy_daemon(dir.path(), &simulator, &policy).await;
+    wait_for_outcome(&daemon, "release", "enable", "applied").await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    daemon.stop().await;
+    let writes = puts(&simulator);
+    assert_eq!(writes.len(), 1, "{writes:?}");
+    assert_eq!(writes[0].query.as_deref(), Some("status_only=true"));
+    assert_eq!(simulator.token(chosen).unwrap().status, 1);
+    for other in &disabled[1..] {
+        assert_eq!(
+            simulator.token(*other).unwrap().status,
+            2,
+            "key {other} untouched"
+        );
+    }
+}

@@ -91,8 +91,9 @@ async fn a_scheduled_top_up_grants_once_per_period_even_across_a_kill() {
     let started_at = unix_now_seconds();
     let daemon = start(&config);
     // A new scheduled rule is armed at start and first acts at its next scheduled time.
+    // The outcome is synced after the PUT's read-back: wait for both, or the audit is read early.
     wait_until("the first grant", Duration::from_secs(45), || {
-        put_count(&simulator) == 1
+        put_count(&simulator) == 1 && !audit_events(&state, "outcome").is_empty()
     })
     .await;
     let first = audit_events(&state, "outcome");
@@ -266,6 +267,15 @@ async fn plan_shows_each_rule_and_never_writes_even_with_dry_run_off() {
     assert!(protected.contains("protected"), "{protected}");
     assert!(stdout.contains("dry_run = false"));
     assert!(stdout.contains("main: 40 keys, 2 actions"), "{stdout}");
+    let wallet = simulator.wallet();
+    assert!(
+        stdout.contains(&format!(
+            "; wallet {:.2}M (${:.2}) left",
+            wallet.quota as f64 / 1e6,
+            wallet.quota as f64 / 500_000.0
+        )),
+        "{stdout}"
+    );
 
     let json = Command::new(BINARY)
         .args([
@@ -292,10 +302,15 @@ async fn plan_shows_each_rule_and_never_writes_even_with_dry_run_off() {
         .requests()
         .iter()
         .all(|request| request.method == "GET"));
-    assert!(simulator
-        .requests()
-        .iter()
-        .all(|request| request.path == "/api/token/" || request.path == "/api/status"));
+    // The listing, the status and the account's own reads (the wallet for
+    // when.account_quota_below, the spend, the subscriptions), nothing else.
+    assert!(simulator.requests().iter().all(|request| {
+        request.path == "/api/token/"
+            || request.path == "/api/status"
+            || request.path == "/api/user/self"
+            || request.path.starts_with("/api/data/")
+            || request.path.starts_with("/api/subscription/")
+    }));
     assert!(
         !dir.path().join("state").exists(),
         "plan wrote the state directory"

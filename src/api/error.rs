@@ -7,6 +7,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::secret::ACCESS_TOKEN_HELP;
+
 /// The endpoint a request went to; its `label()` is the `endpoint` label of
 /// `cometapi_api_requests_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -17,16 +19,31 @@ pub enum Endpoint {
     Update,
     Delete,
     Status,
+    /// `GET /api/user/self`: the wallet.
+    User,
+    /// `GET /api/data/flow/self`: spend by key, group and model.
+    Usage,
+    /// `GET /api/data/self`: hourly spend by model (servers without the flow route).
+    UsageHourly,
+    /// `GET /api/subscription/self`.
+    Subscriptions,
+    /// `GET /api/subscription/plans`.
+    Plans,
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 6] = [
+    pub const ALL: [Endpoint; 11] = [
         Endpoint::List,
         Endpoint::Get,
         Endpoint::Create,
         Endpoint::Update,
         Endpoint::Delete,
         Endpoint::Status,
+        Endpoint::User,
+        Endpoint::Usage,
+        Endpoint::UsageHourly,
+        Endpoint::Subscriptions,
+        Endpoint::Plans,
     ];
 
     pub fn label(self) -> &'static str {
@@ -37,6 +54,11 @@ impl Endpoint {
             Endpoint::Update => "update",
             Endpoint::Delete => "delete",
             Endpoint::Status => "status",
+            Endpoint::User => "user",
+            Endpoint::Usage => "usage",
+            Endpoint::UsageHourly => "usage_hourly",
+            Endpoint::Subscriptions => "subscriptions",
+            Endpoint::Plans => "plans",
         }
     }
 
@@ -49,6 +71,11 @@ impl Endpoint {
             Endpoint::Update => "PUT /api/token/",
             Endpoint::Delete => "DELETE /api/token/{id}",
             Endpoint::Status => "GET /api/status",
+            Endpoint::User => "GET /api/user/self",
+            Endpoint::Usage => "GET /api/data/flow/self",
+            Endpoint::UsageHourly => "GET /api/data/self",
+            Endpoint::Subscriptions => "GET /api/subscription/self",
+            Endpoint::Plans => "GET /api/subscription/plans",
         }
     }
 }
@@ -74,21 +101,51 @@ pub const POLL_ERROR_REASONS: [&str; 11] = [
     "body_too_large",
 ];
 
+/// Reasons of `cometapi_poll_errors_total` for a read that failed inside a poll that still
+/// completed: the spend (`/api/data/*`) or the subscriptions (`/api/subscription/*`). The keys
+/// and the wallet of such a poll are current; the failed part keeps its last values. The HTTP
+/// status or transport error is in `cometapi_api_requests_total{endpoint}` and the log.
+pub const PARTIAL_READ_REASONS: [&str; 2] = ["usage_failed", "subscriptions_failed"];
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{endpoint}: HTTP {status}{hint}", hint = status_hint(*status))]
     Http { endpoint: Endpoint, status: u16 },
+    /// The server refused the credentials: a 401, or (older servers) HTTP 200 `success:false`
+    /// with the "invalid access token" text. What to do depends on what the server said, so the
+    /// server's (scrubbed) text and a diagnosis travel together.
+    #[error("{}", describe_unauthorized(self))]
+    Unauthorized {
+        endpoint: Endpoint,
+        /// The HTTP status the refusal came with (401, or 200 on servers before 2026-07-20).
+        status: u16,
+        account: String,
+        problem: AuthProblem,
+        /// The server's message, scrubbed; empty when it sent none.
+        server_said: String,
+    },
     #[error("{endpoint}: no complete answer within {timeout:?}")]
     Timeout {
         endpoint: Endpoint,
         timeout: Duration,
     },
-    #[error("{endpoint}: connection failed: {detail}")]
-    Connect { endpoint: Endpoint, detail: String },
+    /// No answer: DNS, TCP, TLS. `target` is `host:port` and `account` the account whose
+    /// `base_url` it comes from, so the message says which setting to check.
+    #[error("{endpoint}: cannot connect to {target} (base_url of account {account}): {detail}")]
+    Connect {
+        endpoint: Endpoint,
+        account: String,
+        target: String,
+        detail: String,
+    },
     #[error("{endpoint}: unexpected response: {detail}")]
     Decode { endpoint: Endpoint, detail: String },
     #[error("{endpoint}: server answered success=false: {message:?}")]
     Refused { endpoint: Endpoint, message: String },
+    /// `GET /api/token/{id}` of a key the account does not have (deleted, never existed, or
+    /// another user's): the server's "record not found".
+    #[error("account {account} has no key {key_id}")]
+    KeyNotFound { account: String, key_id: i64 },
     #[error("{endpoint}: response body larger than {limit} bytes (poll.max_body_bytes)")]
     BodyTooLarge { endpoint: Endpoint, limit: u64 },
     #[error("key listing did not add up: {detail}")]
@@ -97,9 +154,117 @@ pub enum ApiError {
     Cancelled,
 }
 
+/// What an authentication refusal means, diagnosed from the server's message (English, or the
+/// Chinese of servers before 2026-02-05; see [`diagnose_auth_message`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthProblem {
+    /// The access token is unknown to the server (or no other reason was given).
+    TokenRejected {
+        /// The configured token has the shape of an API key (`sk-...`).
+        looks_like_api_key: bool,
+    },
+    /// The server (new-api before 2026-07-20) needs `New-Api-User` and none was sent.
+    UserIdRequired,
+    /// The server could not read `New-Api-User` as a number.
+    UserIdNotNumeric,
+    /// `New-Api-User` is not the id of the token's user.
+    UserIdMismatch { user_id: Option<i64> },
+}
+
+/// The server texts of `middleware/auth.go` (i18n keys `auth.*`, English and zh-CN; the zh-CN
+/// ones are what every server before 2026-02-05 sends). Recognised only for this diagnosis.
+const USER_ID_NOT_PROVIDED: [&str; 2] = ["New-Api-User header not provided", "未提供 New-Api-User"];
+const USER_ID_FORMAT_ERROR: [&str; 2] =
+    ["New-Api-User header format error", "New-Api-User 格式错误"];
+const USER_ID_MISMATCH: [&str; 2] = [
+    "New-Api-User does not match logged in user",
+    "New-Api-User 与登录用户不匹配",
+];
+const ACCESS_TOKEN_INVALID: [&str; 2] = ["invalid access token", "access token 无效"];
+
+/// The diagnosis of an auth message: `None` when the text is not one of the token or
+/// `New-Api-User` refusals (a 200 `success:false` with other text stays a plain refusal).
+pub fn diagnose_auth_message(message: &str, user_id: Option<i64>) -> Option<AuthProblem> {
+    let says = |texts: [&str; 2]| texts.iter().any(|text| message.contains(text));
+    if says(USER_ID_NOT_PROVIDED) {
+        Some(AuthProblem::UserIdRequired)
+    } else if says(USER_ID_FORMAT_ERROR) {
+        Some(AuthProblem::UserIdNotNumeric)
+    } else if says(USER_ID_MISMATCH) {
+        Some(AuthProblem::UserIdMismatch { user_id })
+    } else if says(ACCESS_TOKEN_INVALID) {
+        Some(AuthProblem::TokenRejected {
+            looks_like_api_key: false,
+        })
+    } else {
+        None
+    }
+}
+
+fn describe_unauthorized(error: &ApiError) -> String {
+    let ApiError::Unauthorized {
+        endpoint,
+        status,
+        account,
+        problem,
+        server_said,
+    } = error
+    else {
+        return String::new();
+    };
+    let status_text = if *status == 200 {
+        "HTTP 200 success=false".to_owned()
+    } else {
+        format!("HTTP {status}")
+    };
+    let said = if server_said.is_empty() {
+        "the server gave no reason".to_owned()
+    } else {
+        format!("the server said {server_said:?}")
+    };
+    match problem {
+        AuthProblem::TokenRejected { looks_like_api_key } => {
+            let advice = if *looks_like_api_key {
+                format!(
+                    "the access token of account {account} has the shape of an API key (sk-...): \
+                     {ACCESS_TOKEN_HELP}"
+                )
+            } else {
+                format!(
+                    "check the access token of account {account}: it must be the personal access \
+                     token from Console → Personal Settings (generating a new one there \
+                     invalidates the old one)"
+                )
+            };
+            format!("{endpoint}: {status_text} (access token rejected): {said}; {advice}")
+        }
+        AuthProblem::UserIdRequired => format!(
+            "{endpoint}: {status_text} (user_id needed; the token itself may be fine): {said}; \
+             this server requires user_id (your numeric user id) for account {account}: set \
+             user_id in its [[accounts]] table (or COMETAPI_USER_ID)"
+        ),
+        AuthProblem::UserIdNotNumeric => format!(
+            "{endpoint}: {status_text} (user_id not accepted): {said}; set user_id of account \
+             {account} to your numeric user id"
+        ),
+        AuthProblem::UserIdMismatch { user_id } => {
+            let which = user_id.map_or_else(
+                || "the user_id sent".to_owned(),
+                |id| format!("user_id {id}"),
+            );
+            format!(
+                "{endpoint}: {status_text} (user_id does not match the token): {said}; {which} \
+                 is not the token's user: set user_id of account {account} to the numeric id of \
+                 the user the access token belongs to"
+            )
+        }
+    }
+}
+
 fn status_hint(status: u16) -> &'static str {
     match status {
         401 => " (access token rejected)",
+        404 => " (no such route: base_url must be the server's root URL, e.g. https://api.cometapi.com)",
         403 => " (access token lacks the privilege)",
         429 => " (rate limited by the server)",
         500..=599 => " (server error)",
@@ -119,10 +284,14 @@ impl ApiError {
                 status: 500..=599, ..
             } => "http_5xx",
             ApiError::Http { .. } => "http_other",
+            // A refused token counts as http_401 whatever status carried it: servers before
+            // 2026-07-20 answer an unknown token with HTTP 200, the newest with 401, and an alert
+            // on `reason="http_401"` must catch both.
+            ApiError::Unauthorized { .. } => "http_401",
             ApiError::Timeout { .. } => "timeout",
             ApiError::Connect { .. } => "connect",
             ApiError::Decode { .. } => "decode",
-            ApiError::Refused { .. } => "api_error",
+            ApiError::Refused { .. } | ApiError::KeyNotFound { .. } => "api_error",
             ApiError::Incomplete { .. } => "incomplete",
             ApiError::BodyTooLarge { .. } => "body_too_large",
             ApiError::Cancelled => return None,
@@ -220,6 +389,8 @@ mod tests {
             },
             ApiError::Connect {
                 endpoint: Endpoint::List,
+                account: "main".into(),
+                target: "127.0.0.1:9".into(),
                 detail: "refused".into(),
             },
             ApiError::Decode {

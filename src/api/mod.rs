@@ -3,20 +3,27 @@
 //! Every request carries the raw access token in `Authorization` (never `Bearer`; the header is
 //! marked sensitive so it is redacted from reqwest's `Debug`), the optional `New-Api-User` id and
 //! `Accept-Language: en`. Every request has a connect and a total timeout, waits for the
-//! account's `RequestBudget`, and reads at most `max_body_bytes` of (decompressed) body.
-//! Connection errors, timeouts and 5xx are retried `max_retries` times with exponential backoff
-//! and jitter; a 429 is not retried within the poll but pauses the budget for `Retry-After`.
-//! Answers are branched on `success`, never on `message`.
+//! account's budget (its server's, shared with the other accounts there; see `budget`), and
+//! reads at most `max_body_bytes` of (decompressed) body. Connection errors, timeouts and 5xx
+//! are retried `max_retries` times with exponential backoff and jitter; a 429 is not retried
+//! within the poll but pauses the server's budget for `Retry-After`.
+//!
+//! Answers are branched on `success`, never on `message`, with two exceptions made only to tell
+//! the user what to do: an authentication refusal is diagnosed from the server's text (English,
+//! or the Chinese of older servers: token unknown, `New-Api-User` missing or wrong; see
+//! `error::diagnose_auth_message`), and a key read's "record not found" is `KeyNotFound`. An
+//! HTML page where JSON was expected is reported as a `base_url` that is not the server's root.
 //!
 //! `scan` builds the complete, de-duplicated listing of an account on top of `list_page`.
 
+pub mod account;
 pub mod budget;
 pub mod edit;
 pub mod error;
 pub mod scan;
 pub mod wire;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -26,9 +33,13 @@ use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
-pub use budget::RequestBudget;
+pub use account::{
+    read_account_money, AccountMoneyRead, AccountRouteMemory, MoneyPart, PartialFailure,
+    REQUESTS_PER_POLL_BEYOND_PAGES,
+};
+pub use budget::{AccountBudget, BudgetPool, RequestBudget};
 pub use edit::{editable_changes, FieldChange, KeyEdit};
-pub use error::{ApiError, Endpoint, POLL_ERROR_REASONS};
+pub use error::{ApiError, AuthProblem, Endpoint, PARTIAL_READ_REASONS, POLL_ERROR_REASONS};
 pub use scan::{newest_keys, scan_account, AccountListing};
 pub use wire::TokenRecord as KeyRecord;
 
@@ -43,6 +54,14 @@ pub const DEFAULT_QUOTA_PER_UNIT: f64 = 500_000.0;
 /// failed poll already stops requests until the next tick, which at the default interval is a
 /// minute away; this only keeps short intervals from hitting the limiter again at once.
 pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(10);
+
+/// What `GET /api/status` says that a poll uses.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ServerFacts {
+    pub quota_per_unit: f64,
+    /// `enable_data_export`; `None` when the server does not say.
+    pub data_export_enabled: Option<bool>,
+}
 
 /// Receives one call per HTTP request sent, for `cometapi_api_requests_total`.
 pub trait RequestObserver: Send + Sync {
@@ -70,7 +89,39 @@ pub struct ClientSettings {
     pub max_retries: u32,
     pub retry_backoff: Duration,
     pub max_retry_after: Duration,
+    /// The account's budget (the override, or `[poll]`'s): alone, its rate; in a
+    /// [`BudgetPool`], the cap on its share of its server's budget.
     pub requests_per_minute: u32,
+}
+
+/// The form of an account's listing, learnt from its first complete pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListingForm {
+    /// No complete listing yet.
+    Unknown,
+    /// The paginated envelope (new-api ≥ 2025-06-12): from then on a bare array is a broken
+    /// answer, not an older server (an empty `[]` must not empty the account).
+    Paginated,
+    /// A bare array with a 0-based `p` (one-api, older new-api): later polls start at `p=0`.
+    BareZeroBased,
+}
+
+impl ListingForm {
+    fn from_code(code: u8) -> ListingForm {
+        match code {
+            1 => ListingForm::Paginated,
+            2 => ListingForm::BareZeroBased,
+            _ => ListingForm::Unknown,
+        }
+    }
+
+    fn code(self) -> u8 {
+        match self {
+            ListingForm::Unknown => 0,
+            ListingForm::Paginated => 1,
+            ListingForm::BareZeroBased => 2,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -78,12 +129,13 @@ pub struct ApiClient {
     http: reqwest::Client,
     settings: Arc<ClientSettings>,
     authorization: HeaderValue,
-    budget: Arc<RequestBudget>,
+    budget: AccountBudget,
     observer: Arc<dyn RequestObserver>,
     cancel: CancellationToken,
-    /// Set once a complete listing used the paginated envelope: from then on a bare array is a
-    /// broken answer, not an older server (an empty `[]` must not empty the account).
-    seen_paginated_listing: Arc<AtomicBool>,
+    /// `host:port` of `base_url`, for connection errors.
+    target: Arc<str>,
+    /// [`ListingForm`] as its code.
+    listing_form: Arc<AtomicU8>,
 }
 
 impl std::fmt::Debug for ApiClient {
@@ -105,10 +157,34 @@ pub struct ClientBuildError {
 }
 
 impl ApiClient {
+    /// A client with a budget of its own (`settings.requests_per_minute`): for one-off commands
+    /// on one account. The daemon uses [`ApiClient::new_in_pool`].
     pub fn new(
         settings: ClientSettings,
         observer: Arc<dyn RequestObserver>,
         cancel: CancellationToken,
+    ) -> Result<ApiClient, ClientBuildError> {
+        let budget = AccountBudget::alone(settings.requests_per_minute);
+        ApiClient::with_budget(settings, observer, cancel, budget)
+    }
+
+    /// A client that shares its server's budget with every other client of `pool` on the same
+    /// scheme, host and port; its own `requests_per_minute` caps its share.
+    pub fn new_in_pool(
+        settings: ClientSettings,
+        observer: Arc<dyn RequestObserver>,
+        cancel: CancellationToken,
+        pool: &BudgetPool,
+    ) -> Result<ApiClient, ClientBuildError> {
+        let budget = pool.budget_for(&settings.base_url, settings.requests_per_minute);
+        ApiClient::with_budget(settings, observer, cancel, budget)
+    }
+
+    fn with_budget(
+        settings: ClientSettings,
+        observer: Arc<dyn RequestObserver>,
+        cancel: CancellationToken,
+        budget: AccountBudget,
     ) -> Result<ApiClient, ClientBuildError> {
         let build_error = |reason: String| ClientBuildError {
             account: settings.account.clone(),
@@ -129,14 +205,16 @@ impl ApiClient {
                     error.without_url()
                 ))
             })?;
+        let target = host_and_port(&settings.base_url);
         Ok(ApiClient {
             http,
-            budget: Arc::new(RequestBudget::per_minute(settings.requests_per_minute)),
+            budget,
             settings: Arc::new(settings),
             authorization,
             observer,
             cancel,
-            seen_paginated_listing: Arc::new(AtomicBool::new(false)),
+            target: target.into(),
+            listing_form: Arc::new(AtomicU8::new(ListingForm::Unknown.code())),
         })
     }
 
@@ -166,13 +244,22 @@ impl ApiClient {
         self.settings.token.expose()
     }
 
-    /// True once a complete listing of this account used the paginated envelope.
-    pub fn has_seen_paginated_listing(&self) -> bool {
-        self.seen_paginated_listing.load(Ordering::Relaxed)
+    /// The listing's form as the last complete listing of this account showed it.
+    pub fn listing_form(&self) -> ListingForm {
+        ListingForm::from_code(self.listing_form.load(Ordering::Relaxed))
     }
 
-    pub(crate) fn remember_paginated_listing(&self) {
-        self.seen_paginated_listing.store(true, Ordering::Relaxed);
+    pub(crate) fn remember_listing_form(&self, form: ListingForm) {
+        self.listing_form.store(form.code(), Ordering::Relaxed);
+    }
+
+    pub(crate) fn forget_listing_form(&self) {
+        self.remember_listing_form(ListingForm::Unknown);
+    }
+
+    /// Whether this client draws from the same server budget as `other`.
+    pub fn shares_budget_with(&self, other: &ApiClient) -> bool {
+        self.budget.shares_server_with(&other.budget)
     }
 
     /// One page of `GET /api/token/`. Sends `p`, `page_size` and, for servers that only know it,
@@ -188,22 +275,33 @@ impl ApiClient {
     /// route without authentication; the token is sent anyway because it goes to the same
     /// origin and a patched server may want it.
     pub async fn quota_per_unit(&self) -> Result<f64, ApiError> {
+        Ok(self.server_facts().await?.quota_per_unit)
+    }
+
+    /// What one `GET /api/status` tells: `quota_per_unit` (as `quota_per_unit()` explains) and
+    /// whether the server's data export (the usage tables) is on, when it says.
+    pub async fn server_facts(&self) -> Result<ServerFacts, ApiError> {
         let path = "/api/status";
         let status = match self
             .execute(Endpoint::Status, Method::GET, path, None)
             .await
         {
-            Ok(bytes) => decode_envelope::<ServerStatus>(Endpoint::Status, &bytes, self.secret())?,
+            Ok(bytes) => self.decode_envelope::<ServerStatus>(Endpoint::Status, &bytes)?,
             Err(ApiError::Http { status: 404, .. }) => None,
             Err(error) => return Err(error),
         };
-        Ok(status
+        let data_export_enabled = status.as_ref().and_then(|status| status.enable_data_export);
+        let quota_per_unit = status
             .and_then(|status| status.quota_per_unit)
             .filter(|value| value.is_finite() && *value > 0.0)
-            .unwrap_or(DEFAULT_QUOTA_PER_UNIT))
+            .unwrap_or(DEFAULT_QUOTA_PER_UNIT);
+        Ok(ServerFacts {
+            quota_per_unit,
+            data_export_enabled,
+        })
     }
 
-    /// `GET /api/token/{id}`. A deleted or foreign key is `Refused` ("record not found"). An
+    /// `GET /api/token/{id}`. A deleted or foreign key is `KeyNotFound` ("record not found"). An
     /// answer holding another key (a broken proxy or cache) is a decode error: every write is
     /// built from this record, and must never land on a key nobody asked for.
     pub async fn get_key(&self, id: i64) -> Result<KeyRecord, ApiError> {
@@ -214,7 +312,17 @@ impl ApiClient {
                 &format!("/api/token/{id}"),
                 None,
             )
-            .await?;
+            .await
+            .map_err(|error| match error {
+                // gorm's ErrRecordNotFound text, the same in every server version and language.
+                ApiError::Refused { message, .. } if message.contains("record not found") => {
+                    ApiError::KeyNotFound {
+                        account: self.settings.account.clone(),
+                        key_id: id,
+                    }
+                }
+                other => other,
+            })?;
         if record.id != id {
             return Err(ApiError::Decode {
                 endpoint: Endpoint::Get,
@@ -283,7 +391,8 @@ impl ApiClient {
         body: Option<Vec<u8>>,
     ) -> Result<(), ApiError> {
         let bytes = self.execute(endpoint, method, path, body).await?;
-        decode_envelope::<serde_json::Value>(endpoint, &bytes, self.secret()).map(|_| ())
+        self.decode_envelope::<serde_json::Value>(endpoint, &bytes)
+            .map(|_| ())
     }
 
     async fn request_data<T: DeserializeOwned>(
@@ -294,10 +403,11 @@ impl ApiClient {
         body: Option<Vec<u8>>,
     ) -> Result<T, ApiError> {
         let bytes = self.execute(endpoint, method, path, body).await?;
-        decode_envelope::<T>(endpoint, &bytes, self.secret())?.ok_or_else(|| ApiError::Decode {
-            endpoint,
-            detail: "success without data".into(),
-        })
+        self.decode_envelope::<T>(endpoint, &bytes)?
+            .ok_or_else(|| ApiError::Decode {
+                endpoint,
+                detail: "success without data".into(),
+            })
     }
 
     /// Sends one request with budget, retries and cancellation; returns the raw 2xx body.
@@ -373,9 +483,12 @@ impl ApiClient {
                     .min(self.settings.max_retry_after);
             tracing::warn!(
                 account = %self.settings.account, endpoint = endpoint.label(),
-                pause_seconds = retry_after.as_secs(), "rate limited by the server (429); pausing requests"
+                pause_seconds = retry_after.as_secs(), "rate limited by the server (429); pausing every account on this server"
             );
-            self.budget.pause_for(retry_after);
+            self.budget.pause_server_for(retry_after);
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            return Err(self.unauthorized(endpoint, response).await);
         }
         if !status.is_success() {
             return Err(ApiError::Http {
@@ -428,28 +541,116 @@ impl ApiClient {
                 detail: format!("redirect: {detail}"),
             };
         }
-        ApiError::Connect { endpoint, detail }
+        ApiError::Connect {
+            endpoint,
+            account: self.settings.account.clone(),
+            target: self.target.to_string(),
+            detail,
+        }
+    }
+
+    /// A 401: the server's message (first 16 KiB of the body, scrubbed) and what it means.
+    async fn unauthorized(&self, endpoint: Endpoint, mut response: reqwest::Response) -> ApiError {
+        const MAX_AUTH_BODY_BYTES: usize = 16 * 1024;
+        let mut body = Vec::new();
+        while body.len() < MAX_AUTH_BODY_BYTES {
+            match response.chunk().await {
+                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                _ => break,
+            }
+        }
+        body.truncate(MAX_AUTH_BODY_BYTES);
+        let message = serde_json::from_slice::<wire::AuthFailure>(&body)
+            .map(|failure| failure.message)
+            .unwrap_or_default();
+        let problem = error::diagnose_auth_message(&message, self.settings.user_id).unwrap_or(
+            AuthProblem::TokenRejected {
+                looks_like_api_key: false,
+            },
+        );
+        self.auth_error(endpoint, 401, problem, &message)
+    }
+
+    fn auth_error(
+        &self,
+        endpoint: Endpoint,
+        status: u16,
+        problem: AuthProblem,
+        message: &str,
+    ) -> ApiError {
+        let problem = match problem {
+            AuthProblem::TokenRejected { .. } => AuthProblem::TokenRejected {
+                looks_like_api_key: self.settings.token.looks_like_api_key(),
+            },
+            other => other,
+        };
+        ApiError::Unauthorized {
+            endpoint,
+            status,
+            account: self.settings.account.clone(),
+            problem,
+            server_said: error::scrub_server_text(message, self.secret()),
+        }
+    }
+
+    /// Decodes `{success, message, data}`. `success:false` becomes `Refused`, or `Unauthorized`
+    /// when it is the "invalid access token" answer of servers before 2026-07-20. An HTML page is
+    /// a `base_url` that does not point at the server's root.
+    fn decode_envelope<T: DeserializeOwned>(
+        &self,
+        endpoint: Endpoint,
+        bytes: &[u8],
+    ) -> Result<Option<T>, ApiError> {
+        let secret = self.secret();
+        let envelope: Envelope<T> = serde_json::from_slice(bytes).map_err(|error| {
+            let detail = if looks_like_html(bytes) {
+                format!(
+                    "the server answered with an HTML page, not the management API's JSON: \
+                     base_url must be the server's root URL, e.g. https://api.cometapi.com \
+                     (account {} has {})",
+                    self.settings.account, self.settings.base_url
+                )
+            } else {
+                error::scrub_server_text(&error.to_string(), secret)
+            };
+            ApiError::Decode { endpoint, detail }
+        })?;
+        if !envelope.success {
+            if let Some(problem @ AuthProblem::TokenRejected { .. }) =
+                error::diagnose_auth_message(&envelope.message, self.settings.user_id)
+            {
+                return Err(self.auth_error(endpoint, 200, problem, &envelope.message));
+            }
+            return Err(ApiError::Refused {
+                endpoint,
+                message: error::scrub_server_text(&envelope.message, secret),
+            });
+        }
+        Ok(envelope.data)
     }
 }
 
-/// Decodes `{success, message, data}`; `success:false` becomes `Refused`.
-fn decode_envelope<T: DeserializeOwned>(
-    endpoint: Endpoint,
-    bytes: &[u8],
-    secret: &str,
-) -> Result<Option<T>, ApiError> {
-    let envelope: Envelope<T> =
-        serde_json::from_slice(bytes).map_err(|error| ApiError::Decode {
-            endpoint,
-            detail: error::scrub_server_text(&error.to_string(), secret),
-        })?;
-    if !envelope.success {
-        return Err(ApiError::Refused {
-            endpoint,
-            message: error::scrub_server_text(&envelope.message, secret),
-        });
+/// An HTML document (a web UI page) rather than JSON.
+fn looks_like_html(bytes: &[u8]) -> bool {
+    let start = bytes
+        .iter()
+        .position(|byte| !byte.is_ascii_whitespace())
+        .unwrap_or(bytes.len());
+    let head = String::from_utf8_lossy(&bytes[start..bytes.len().min(start + 64)]);
+    // JSON never starts with '<'; a web UI page, a proxy's error page or a redirect body does.
+    head.starts_with('<')
+}
+
+/// `host:port` of a base URL, the scheme's default port made explicit.
+fn host_and_port(base_url: &str) -> String {
+    match reqwest::Url::parse(base_url) {
+        Ok(url) => format!(
+            "{}:{}",
+            url.host_str().unwrap_or_default(),
+            url.port_or_known_default().unwrap_or(0)
+        ),
+        Err(_) => base_url.to_owned(),
     }
-    Ok(envelope.data)
 }
 
 fn error_chain(error: &(dyn std::error::Error + 'static), secret: &str) -> String {

@@ -12,13 +12,15 @@
 //! short page or once `p * page_size >= total`, never a `p` or `page_size` below 1 (a negative
 //! `page_size` makes the server dump every row). Servers older than 2025-06 answer with a bare
 //! array and a 0-based `p` and send no `total`: for those the scan starts again at `p=0` and stops
-//! at the first short page; without `total` it cannot detect a skipped key.
+//! at the first short page; without `total` it cannot detect a skipped key. The client remembers
+//! the form after the first complete pass, so later polls of a bare-array server start at `p=0`
+//! and cost no extra request (and a paginated server's empty bare array is refused as broken).
 
 use std::collections::HashSet;
 
 use crate::api::error::ApiError;
 use crate::api::wire::ListData;
-use crate::api::{ApiClient, KeyRecord};
+use crate::api::{ApiClient, KeyRecord, ListingForm};
 use crate::snapshot::KeyState;
 
 /// Keys asked for per page: new-api's maximum.
@@ -39,6 +41,8 @@ pub struct AccountListing {
     /// Every key of the account, ascending by id.
     pub keys: Vec<KeyState>,
     pub quota_per_unit: f64,
+    /// `enable_data_export` from `/api/status`; `None` when the server does not say.
+    pub data_export_enabled: Option<bool>,
     /// HTTP requests that succeeded for this listing (status plus pages of every pass).
     pub requests: u32,
     /// True when the first pass did not add up and the account was listed again.
@@ -52,7 +56,8 @@ enum PassOutcome {
 
 /// Lists every key of the account behind `client`, as the module doc describes.
 pub async fn scan_account(client: &ApiClient) -> Result<AccountListing, ApiError> {
-    let quota_per_unit = client.quota_per_unit().await?;
+    let facts = client.server_facts().await?;
+    let quota_per_unit = facts.quota_per_unit;
     let mut requests = 1;
     for pass in 1..=2 {
         match scan_pass(client).await? {
@@ -61,6 +66,7 @@ pub async fn scan_account(client: &ApiClient) -> Result<AccountListing, ApiError
                 return Ok(AccountListing {
                     keys,
                     quota_per_unit,
+                    data_export_enabled: facts.data_export_enabled,
                     requests: requests + pages,
                     rescanned: pass > 1,
                 });
@@ -86,10 +92,13 @@ async fn scan_pass(client: &ApiClient) -> Result<PassOutcome, ApiError> {
     let mut duplicates = 0usize;
     let mut first_total = None;
     let mut last_total;
-    let mut zero_based = false;
+    // A server already known to answer with a bare array is read from `p=0` at once; the first
+    // poll of an account learns the form on page 1.
+    let known_bare = client.listing_form() == ListingForm::BareZeroBased;
+    let mut zero_based = known_bare;
     let mut largest_bare_page = 0usize;
     let mut pages = 0u32;
-    let mut page = 1i64;
+    let mut page = if known_bare { 0 } else { 1 };
     loop {
         let data = client.list_page(page, PAGE_SIZE).await?;
         pages += 1;
@@ -102,8 +111,17 @@ async fn scan_pass(client: &ApiClient) -> Result<PassOutcome, ApiError> {
                 };
                 (info.items, Some(info.total), Some(page_size))
             }
+            ListData::Page(_) if known_bare && page == 0 && pages == 1 => {
+                // The server was upgraded to the paginated listing (whose `p=0` is page 1):
+                // forget the old form and read it from page 1 like any new server.
+                tracing::info!(account = %client.account(), "the server now answers the listing with pages; reading it from page 1");
+                client.forget_listing_form();
+                zero_based = false;
+                page = 1;
+                continue;
+            }
             ListData::Bare(_)
-                if !zero_based && page == 1 && !client.has_seen_paginated_listing() =>
+                if !zero_based && page == 1 && client.listing_form() == ListingForm::Unknown =>
             {
                 // An older server: its `p` is 0-based, so what we got was its second page.
                 zero_based = true;
@@ -173,9 +191,11 @@ async fn scan_pass(client: &ApiClient) -> Result<PassOutcome, ApiError> {
         let detail = format!("{duplicates} keys appeared on two pages");
         return Ok(PassOutcome::Changed { detail, pages });
     }
-    if !zero_based {
-        client.remember_paginated_listing();
-    }
+    client.remember_listing_form(if zero_based {
+        ListingForm::BareZeroBased
+    } else {
+        ListingForm::Paginated
+    });
     Ok(PassOutcome::Complete { keys, pages })
 }
 
@@ -192,8 +212,14 @@ fn listing_format_switched() -> ApiError {
 /// 0-based), without the keys of other users on a root token with `user_id` set. `keys create`
 /// finds the key it made here; the wire format stays inside `api`.
 pub async fn newest_keys(client: &ApiClient) -> Result<Vec<KeyRecord>, ApiError> {
-    let items = match client.list_page(1, PAGE_SIZE).await? {
+    let first_page = if client.listing_form() == ListingForm::BareZeroBased {
+        0
+    } else {
+        1
+    };
+    let items = match client.list_page(first_page, PAGE_SIZE).await? {
         ListData::Page(page) => page.items,
+        ListData::Bare(items) if first_page == 0 => items,
         ListData::Bare(_) => match client.list_page(0, PAGE_SIZE).await? {
             ListData::Page(page) => page.items,
             ListData::Bare(items) => items,

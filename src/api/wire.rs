@@ -8,6 +8,7 @@
 
 use serde::{Deserialize, Deserializer};
 
+use crate::account::{KeyModelSpend, ModelSpend, Subscription, Wallet};
 use crate::snapshot::KeyState;
 
 /// The `{success, message, data}` envelope every `/api` answer uses.
@@ -19,6 +20,13 @@ pub struct Envelope<T> {
     pub message: String,
     #[serde(default = "none")]
     pub data: Option<T>,
+}
+
+/// The body of a 401 (`{"success":false,"message":…}`, plus `code` on the newest servers).
+#[derive(Debug, Default, Deserialize)]
+pub struct AuthFailure {
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub message: String,
 }
 
 fn none<T>() -> Option<T> {
@@ -56,6 +64,173 @@ pub struct ServerStatus {
     /// dollars, so an odd status answer must not fail the poll.
     #[serde(default, deserialize_with = "permissive_optional_f64")]
     pub quota_per_unit: Option<f64>,
+    /// `DataExportEnabled` (new-api); `None` when the server does not say (one-api, older
+    /// servers) or says something that is not a boolean.
+    #[serde(default, deserialize_with = "permissive_optional_bool")]
+    pub enable_data_export: Option<bool>,
+}
+
+/// `data` of `GET /api/user/self`: new-api's map and one-api's user row share these fields.
+#[derive(Debug, Deserialize)]
+pub struct UserSelf {
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub id: i64,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub group: String,
+    /// Required: an answer without the wallet is not a wallet.
+    #[serde(deserialize_with = "required_quota")]
+    pub quota: i64,
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub used_quota: i64,
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub request_count: i64,
+}
+
+impl From<UserSelf> for Wallet {
+    fn from(user: UserSelf) -> Wallet {
+        Wallet {
+            user_id: user.id,
+            group: user.group,
+            quota: user.quota,
+            used_quota: user.used_quota,
+            request_count: user.request_count,
+        }
+    }
+}
+
+/// One row of `GET /api/data/flow/self` (summed by key, group and model over the window).
+#[derive(Debug, Deserialize)]
+pub struct FlowRow {
+    #[serde(deserialize_with = "required_i64")]
+    pub token_id: i64,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub token_name: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub use_group: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub model_name: String,
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub token_used: i64,
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub count: i64,
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub quota: i64,
+}
+
+impl From<FlowRow> for KeyModelSpend {
+    fn from(row: FlowRow) -> KeyModelSpend {
+        KeyModelSpend {
+            key_id: row.token_id,
+            key_name: row.token_name,
+            group: row.use_group,
+            model: row.model_name,
+            requests: row.count,
+            tokens: row.token_used,
+            quota: row.quota,
+        }
+    }
+}
+
+/// One hourly bucket of `GET /api/data/self`.
+#[derive(Debug, Deserialize)]
+pub struct HourlyRow {
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub model_name: String,
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub count: i64,
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub token_used: i64,
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub quota: i64,
+}
+
+impl From<HourlyRow> for ModelSpend {
+    fn from(row: HourlyRow) -> ModelSpend {
+        ModelSpend {
+            model: row.model_name,
+            requests: row.count,
+            tokens: row.token_used,
+            quota: row.quota,
+        }
+    }
+}
+
+/// `data` of `GET /api/subscription/self`.
+#[derive(Debug, Deserialize)]
+pub struct SubscriptionSelf {
+    /// Every subscription, active or not (preferred when present).
+    #[serde(default)]
+    pub all_subscriptions: Option<Vec<SubscriptionItem>>,
+    /// The active ones.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub subscriptions: Vec<SubscriptionItem>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SubscriptionItem {
+    pub subscription: SubscriptionRecord,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SubscriptionRecord {
+    #[serde(deserialize_with = "required_i64")]
+    pub id: i64,
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub plan_id: i64,
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub amount_total: i64,
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub amount_used: i64,
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub start_time: i64,
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub end_time: i64,
+    /// `active`, `expired`, `cancelled`; a fork that sends a number gets it as text.
+    #[serde(default, deserialize_with = "string_or_number")]
+    pub status: String,
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub next_reset_time: i64,
+}
+
+impl From<SubscriptionRecord> for Subscription {
+    fn from(record: SubscriptionRecord) -> Subscription {
+        let positive = |value: i64| (value > 0).then_some(value);
+        Subscription {
+            id: record.id,
+            plan_id: record.plan_id,
+            plan: String::new(),
+            status: record.status,
+            amount_total: record.amount_total,
+            amount_used: record.amount_used,
+            start_time: positive(record.start_time),
+            end_time: positive(record.end_time),
+            next_reset_time: positive(record.next_reset_time),
+        }
+    }
+}
+
+impl SubscriptionSelf {
+    pub fn into_subscriptions(self) -> Vec<Subscription> {
+        self.all_subscriptions
+            .unwrap_or(self.subscriptions)
+            .into_iter()
+            .map(|item| Subscription::from(item.subscription))
+            .collect()
+    }
+}
+
+/// One entry of `GET /api/subscription/plans`.
+#[derive(Debug, Deserialize)]
+pub struct PlanItem {
+    pub plan: PlanRecord,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PlanRecord {
+    #[serde(deserialize_with = "required_i64")]
+    pub id: i64,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub title: String,
 }
 
 /// One key record (`model/token.go` `Token`). The `key` field is deliberately not decoded: the
@@ -292,6 +467,28 @@ fn required_i64<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Er
     lenient_optional_i64(deserializer)?.ok_or_else(|| serde::de::Error::custom("id is null"))
 }
 
+fn string_or_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    Ok(match serde_json::Value::deserialize(deserializer)? {
+        serde_json::Value::String(text) => text,
+        serde_json::Value::Number(number) => number.to_string(),
+        serde_json::Value::Bool(value) => value.to_string(),
+        _ => String::new(),
+    })
+}
+
+fn required_quota<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    lenient_optional_i64(deserializer)?.ok_or_else(|| serde::de::Error::custom("quota is null"))
+}
+
+fn permissive_optional_bool<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<bool>, D::Error> {
+    Ok(match serde_json::Value::deserialize(deserializer)? {
+        serde_json::Value::Bool(value) => Some(value),
+        _ => None,
+    })
+}
+
 fn permissive_optional_f64<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<f64>, D::Error> {
@@ -474,5 +671,60 @@ mod tests {
         assert!(
             serde_json::from_str::<Envelope<ServerStatus>>(r#"{"message":"","data":{}}"#).is_err()
         );
+    }
+
+    #[test]
+    fn wallets_of_new_api_and_one_api_decode_and_need_a_quota() {
+        let new_api: UserSelf = serde_json::from_str(
+            r#"{"aff_code":"x","group":"vip","id":5678,"permissions":{},"quota":-1200,"request_count":33,"setting":"{}","used_quota":9007199254740993}"#,
+        )
+        .unwrap();
+        let wallet = Wallet::from(new_api);
+        assert_eq!(
+            (wallet.quota, wallet.used_quota),
+            (-1200, 9_007_199_254_740_993)
+        );
+        assert_eq!(
+            (wallet.user_id, wallet.group.as_str(), wallet.request_count),
+            (5678, "vip", 33)
+        );
+        let one_api: UserSelf = serde_json::from_str(
+            r#"{"id":1,"username":"u","quota":500,"used_quota":0,"request_count":0,"group":null}"#,
+        )
+        .unwrap();
+        assert_eq!(one_api.group, "");
+        assert!(serde_json::from_str::<UserSelf>(r#"{"id":1,"group":"default"}"#).is_err());
+    }
+
+    #[test]
+    fn subscriptions_prefer_the_full_list_and_zero_times_are_none() {
+        let data: SubscriptionSelf = serde_json::from_str(
+            r#"{"all_subscriptions":[{"subscription":{"id":2,"plan_id":1,"amount_total":10,"amount_used":3,"start_time":5,"end_time":9,"status":"expired","next_reset_time":0}}],
+                "billing_preference":"subscription_first","subscriptions":[]}"#,
+        )
+        .unwrap();
+        let subscriptions = data.into_subscriptions();
+        assert_eq!(subscriptions.len(), 1);
+        assert_eq!(subscriptions[0].next_reset_time, None);
+        assert_eq!(subscriptions[0].end_time, Some(9));
+        let only_active: SubscriptionSelf = serde_json::from_str(
+            r#"{"subscriptions":[{"subscription":{"id":4,"status":1}}],"all_subscriptions":null}"#,
+        )
+        .unwrap();
+        let subscriptions = only_active.into_subscriptions();
+        assert_eq!(
+            (subscriptions[0].id, subscriptions[0].status.as_str()),
+            (4, "1")
+        );
+    }
+
+    #[test]
+    fn data_export_flag_is_read_only_from_booleans() {
+        let status: ServerStatus =
+            serde_json::from_str(r#"{"quota_per_unit":500000,"enable_data_export":false}"#)
+                .unwrap();
+        assert_eq!(status.enable_data_export, Some(false));
+        let status: ServerStatus = serde_json::from_str(r#"{"enable_data_export":"no"}"#).unwrap();
+        assert_eq!(status.enable_data_export, None);
     }
 }

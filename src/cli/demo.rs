@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use super::shared::{failure, init_tracing, runtime};
-use crate::app::Daemon;
+use super::shared::{apply_web_config_flag, failure, init_tracing, runtime};
+use crate::app::{AppError, Daemon};
 use crate::config::{
     AccountConfig, Config, ConfigSource, LogConfig, LogFormat, PollConfig, PollSchedule,
     ServerConfig, TokenSource,
@@ -18,9 +18,9 @@ use crate::policy::rules::{
 };
 use crate::secret::Secret;
 use crate::shutdown;
-use crate::simulator::{Simulator, SimulatorConfig};
+use crate::simulator::{Simulator, SimulatorConfig, SIMULATED_MODELS};
 
-pub fn run(listen: SocketAddr, keys: usize) -> ExitCode {
+pub fn run(listen: SocketAddr, keys: usize, web_config_file: Option<PathBuf>) -> ExitCode {
     init_tracing(&LogConfig {
         level: "info".into(),
         format: LogFormat::Text,
@@ -43,15 +43,26 @@ pub fn run(listen: SocketAddr, keys: usize) -> ExitCode {
                     ))
                 }
             };
-        simulator.spawn_traffic(Duration::from_secs(1), shutdown.clone());
-        let config = demo_config(listen, &simulator);
+        spend_a_little_on_every_model(&simulator);
+        let _traffic = simulator.spawn_traffic(Duration::from_secs(1), shutdown.clone());
+        let mut config = demo_config(listen, &simulator);
+        if let Err(code) = apply_web_config_flag(&mut config, web_config_file) {
+            return code;
+        }
+        for warning in &config.warnings {
+            tracing::warn!("{warning}");
+        }
         let daemon = match Daemon::bind(config).await {
             Ok(daemon) => daemon,
+            Err(error @ AppError::Tls(_)) => {
+                eprintln!("cometapi-keymon: {error}");
+                return ExitCode::from(2);
+            }
             Err(error) => {
                 return failure(format!("{error} (choose another address with --listen)"))
             }
         };
-        let address = crate::http::display_address(daemon.local_addr());
+        let address = crate::http::display_url(daemon.local_addr(), daemon.scheme());
         println!(
             "cometapi-keymon demo: a simulated account with {keys} keys at {}",
             simulator.base_url()
@@ -59,6 +70,10 @@ pub fn run(listen: SocketAddr, keys: usize) -> ExitCode {
         println!("  metrics:  {address}/metrics");
         println!("  status:   {address}/");
         println!("  polling every 15 s; the simulator spends quota every second. Ctrl-C stops.");
+        println!(
+            "  money:    the wallet (cometapi_account_*), today's spend by key and model \
+             (cometapi_key_model_*_total) and the subscriptions (cometapi_subscription_*)"
+        );
         println!(
             "  policy:   dry run (nothing is written); audit log in {}",
             demo_state_dir().join("audit.jsonl").display()
@@ -71,6 +86,27 @@ pub fn run(listen: SocketAddr, keys: usize) -> ExitCode {
             Err(error) => failure(error.to_string()),
         }
     })
+}
+
+/// Some spend on the first usable keys across every simulated model, so the first poll already
+/// shows today's spend by key and model (the background traffic adds to it every second).
+fn spend_a_little_on_every_model(simulator: &Simulator) {
+    let now = simulator.now();
+    let usable = simulator
+        .tokens()
+        .into_iter()
+        .filter(|token| {
+            token.status == crate::simulator::STATUS_ENABLED
+                && !token.is_expired_at(now)
+                && (token.unlimited_quota || token.remain_quota > 100_000)
+        })
+        .take(24);
+    for (index, token) in usable.enumerate() {
+        let model = SIMULATED_MODELS[index % SIMULATED_MODELS.len()];
+        let quota = 5_000 + 2_500 * index as i64;
+        // A refused relay request is part of the traffic, not an error.
+        let _ = simulator.consume_model(token.id, model, quota, quota / 8);
+    }
 }
 
 /// The configuration `demo` runs with: one account against the simulator, polled every 15 s.
@@ -95,6 +131,7 @@ fn demo_config(listen: SocketAddr, simulator: &Simulator) -> Config {
             token_source: TokenSource::Env("(built-in simulator)".into()),
             user_id: None,
             requests_per_minute,
+            usage: true,
         }],
         source: ConfigSource::Environment,
         policy: Some(demo_policy()),

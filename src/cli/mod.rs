@@ -44,11 +44,17 @@ enum Command {
         /// TOML configuration file; without it, COMETAPI_ACCESS_TOKEN defines one account.
         #[arg(long, short = 'c', value_name = "FILE", env = "KEYMON_CONFIG")]
         config: Option<PathBuf>,
+        /// Web config (exporter-toolkit format: TLS, basic auth); wins over [server] web_config_file.
+        #[arg(long = "web.config.file", value_name = "FILE")]
+        web_config_file: Option<PathBuf>,
     },
     /// Validate the configuration and print it with secrets redacted.
     CheckConfig {
         #[arg(long, short = 'c', value_name = "FILE", env = "KEYMON_CONFIG")]
         config: Option<PathBuf>,
+        /// Web config (exporter-toolkit format: TLS, basic auth); wins over [server] web_config_file.
+        #[arg(long = "web.config.file", value_name = "FILE")]
+        web_config_file: Option<PathBuf>,
     },
     /// Poll every account once and print its keys.
     Scan {
@@ -74,6 +80,9 @@ enum Command {
         /// Number of keys in the simulated account.
         #[arg(long, default_value_t = 1_200)]
         keys: usize,
+        /// Web config (exporter-toolkit format): serve the demo over TLS and/or with basic auth.
+        #[arg(long = "web.config.file", value_name = "FILE")]
+        web_config_file: Option<PathBuf>,
     },
 }
 
@@ -91,11 +100,21 @@ pub fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Run { config } => run::run(config),
-        Command::CheckConfig { config } => check_config::run(config),
+        Command::Run {
+            config,
+            web_config_file,
+        } => run::run(config, web_config_file),
+        Command::CheckConfig {
+            config,
+            web_config_file,
+        } => check_config::run(config, web_config_file),
         Command::Scan { config, output } => scan::run(config, output),
         Command::Keys(arguments) => keys::run(arguments),
         Command::Plan { config, output } => plan::run(config, output),
-        Command::Demo { listen, keys } => demo::run(listen, keys),
+        Command::Demo {
+            listen,
+            keys,
+            web_config_file,
+        } => demo::run(listen, keys, web_config_file),
     }
 }

@@ -159,6 +159,13 @@ pub fn plan_table(
             ),
         };
         out.push_str(&line);
+        // The wallet `when.account_quota_below` compares against.
+        if let Some(wallet) = &snapshot.money.wallet {
+            out.push_str(&format!(
+                "; wallet {} left",
+                super::report::quota_text(wallet.quota, snapshot.quota_per_unit)
+            ));
+        }
         out.push('\n');
     }
     out
@@ -200,6 +207,7 @@ pub fn plan_json(policy: &PolicyConfig, planned: &[(Arc<Snapshot>, Evaluation)])
             json!({
                 "account": snapshot.account,
                 "keys": snapshot.keys.len(),
+                "wallet_quota": snapshot.money.wallet.as_ref().map(|wallet| wallet.quota),
                 "hold": evaluation.hold.as_ref().map(ToString::to_string),
                 "decisions": decisions,
             })

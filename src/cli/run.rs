@@ -1,19 +1,23 @@
 //! `cometapi-keymon run`: the daemon. Loads the configuration, installs the signal handlers and
 //! hands over to `app::Daemon`; a configuration mistake found only while building (a token that
-//! is not a valid header, an unusable state directory) still exits 2.
+//! is not a valid header, an unusable state directory, TLS settings rustls refuses) still exits 2.
+//! `--web.config.file` replaces `[server] web_config_file`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::shared::{failure, init_tracing, load_config, runtime};
+use super::shared::{apply_web_config_flag, failure, init_tracing, load_config, runtime};
 use crate::app::{AppError, Daemon};
 use crate::shutdown;
 
-pub fn run(path: Option<PathBuf>) -> ExitCode {
-    let config = match load_config(path) {
+pub fn run(path: Option<PathBuf>, web_config_file: Option<PathBuf>) -> ExitCode {
+    let mut config = match load_config(path) {
         Ok(config) => config,
         Err(code) => return code,
     };
+    if let Err(code) = apply_web_config_flag(&mut config, web_config_file) {
+        return code;
+    }
     init_tracing(&config.log);
     for warning in &config.warnings {
         tracing::warn!("{warning}");
@@ -25,6 +29,11 @@ pub fn run(path: Option<PathBuf>) -> ExitCode {
         };
         let daemon = match Daemon::bind(config).await {
             Ok(daemon) => daemon,
+            // The web config's TLS settings cannot be built: a configuration mistake.
+            Err(error @ AppError::Tls(_)) => {
+                eprintln!("cometapi-keymon: {error}");
+                return ExitCode::from(2);
+            }
             Err(error) => return failure(error.to_string()),
         };
         match daemon.run(shutdown).await {

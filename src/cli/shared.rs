@@ -10,8 +10,10 @@ use std::sync::Arc;
 use clap::ValueEnum;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{scan_account, ApiClient, IgnoreRequests};
+use crate::api::{ApiClient, BudgetPool, IgnoreRequests};
+use crate::clock::Clock;
 use crate::config::{self, Config, LogConfig, LogFormat};
+use crate::poller::poll_account;
 use crate::snapshot::Snapshot;
 
 /// `--output`: a table for people or JSON for scripts.
@@ -23,6 +25,20 @@ pub enum OutputFormat {
 
 pub fn load_config(path: Option<PathBuf>) -> Result<Config, ExitCode> {
     config::load(path.as_deref()).map_err(|error| {
+        eprintln!("cometapi-keymon: {error}");
+        ExitCode::from(2)
+    })
+}
+
+/// `--web.config.file`, when given, replaces `[server] web_config_file` (exit 2 if it is bad).
+pub fn apply_web_config_flag(
+    config: &mut Config,
+    web_config_file: Option<PathBuf>,
+) -> Result<(), ExitCode> {
+    let Some(path) = web_config_file else {
+        return Ok(());
+    };
+    config.use_web_config_file(&path).map_err(|error| {
         eprintln!("cometapi-keymon: {error}");
         ExitCode::from(2)
     })
@@ -47,25 +63,40 @@ pub fn init_one_shot(config: &Config) {
     }
 }
 
-/// One complete poll of every account, concurrently: the snapshots of those that completed (in
-/// config order) and whether any failed (each failure printed on stderr). Exit 2 when a client
-/// cannot be built (a token that is not a valid header value).
+/// One complete poll of every account (keys, wallet, today's spend, subscriptions), concurrently:
+/// the snapshots of those that completed (in config order) and whether any failed (each failure
+/// printed on stderr; a failed spend or subscriptions read is a warning, not a failure). Exit 2
+/// when a client cannot be built (a token that is not a valid header value). The snapshots are
+/// as of `now`.
 pub async fn scan_every_account(
     config: &Config,
     now: i64,
 ) -> Result<(Vec<Arc<Snapshot>>, bool), ExitCode> {
     let cancel = CancellationToken::new();
     let mut scans = tokio::task::JoinSet::new();
+    // Accounts on one server share its request budget, as in the daemon.
+    let budgets = BudgetPool::for_accounts(
+        config
+            .accounts
+            .iter()
+            .map(|account| (account.base_url.as_str(), account.requests_per_minute)),
+    );
     for (index, account) in config.accounts.iter().enumerate() {
         let settings = config::client_settings(account, &config.poll);
-        let client = match ApiClient::new(settings, Arc::new(IgnoreRequests), cancel.clone()) {
+        let observer = Arc::new(IgnoreRequests);
+        let client = match ApiClient::new_in_pool(settings, observer, cancel.clone(), &budgets) {
             Ok(client) => client,
             Err(error) => {
                 eprintln!("cometapi-keymon: {error}");
                 return Err(ExitCode::from(2));
             }
         };
-        scans.spawn(async move { (index, scan_account(&client).await) });
+        let usage = account.usage;
+        scans.spawn(async move {
+            let memory = Default::default();
+            let polled = poll_account(&client, &memory, None, &Clock::system(), usage).await;
+            (index, polled)
+        });
     }
     let mut results = Vec::new();
     while let Some(joined) = scans.join_next().await {
@@ -77,12 +108,17 @@ pub async fn scan_every_account(
     for (index, result) in results {
         let account = &config.accounts[index].name;
         match result {
-            Ok(listing) => snapshots.push(Arc::new(Snapshot::new(
-                account.clone(),
-                listing.keys,
-                listing.quota_per_unit,
-                now,
-            ))),
+            Ok(polled) => {
+                for partial in &polled.partial_failures {
+                    eprintln!(
+                        "warning: account {account}: {} (shown without it)",
+                        partial.error
+                    );
+                }
+                let mut snapshot = polled.snapshot;
+                snapshot.completed_at = now;
+                snapshots.push(Arc::new(snapshot));
+            }
             Err(error) => {
                 eprintln!("cometapi-keymon: account {account}: {error}");
                 failed = true;

@@ -110,7 +110,7 @@ impl KeyPath {
         KeyPath(segments)
     }
 
-    fn is_root(&self) -> bool {
+    pub(crate) fn is_root(&self) -> bool {
         self.0.is_empty()
     }
 

@@ -214,6 +214,17 @@ fn validate_rule(
             ));
         }
     }
+    if let Some(below) = raw_when.account_quota_below {
+        if below < 1 {
+            return Err(origins.error(
+                &when.field("account_quota_below"),
+                format!(
+                    "{below} is out of range: expected quota units of the wallet, at least 1 \
+                     (500000 is 1 USD at the default quota_per_unit)"
+                ),
+            ));
+        }
+    }
     for (field, duration) in [
         ("expires_within", raw_when.expires_within),
         ("unused_for", raw_when.unused_for),
@@ -249,6 +260,7 @@ fn validate_rule(
         expires_within: raw_when.expires_within.map(|duration| duration.0),
         remaining_quota_below: raw_when.remaining_quota_below,
         remaining_fraction_below: raw_when.remaining_fraction_below,
+        account_quota_below: raw_when.account_quota_below,
         unused_for: raw_when.unused_for.map(|duration| duration.0),
         status,
     };
@@ -290,14 +302,27 @@ fn validate_rule(
         (_, None) => None,
     };
 
+    let no_selector = selector.accounts.is_none()
+        && selector.key_ids.is_none()
+        && selector.name_matches.is_none()
+        && selector.groups.is_none();
     if action != ActionKind::TopUp && conditions.is_empty() {
-        return Err(origins.error(
-            &when,
-            format!(
-                "a {action_text} rule needs at least one when.* condition; without one it would \
-                 {action_text} every selected key"
-            ),
-        ));
+        if no_selector {
+            return Err(origins.error(
+                key,
+                format!(
+                    "a {action_text} rule needs a selector (key_ids, accounts, name_matches, \
+                     groups) or a when.* condition: with neither it would {action_text} every \
+                     key of every account"
+                ),
+            ));
+        }
+        if selector.key_ids.is_none() {
+            warnings.push(format!(
+                "policy rule \"{name}\" has no when.* condition: it will {action_text} every key \
+                 its selector matches, whatever the key's state"
+            ));
+        }
     }
     let schedule = match &raw.schedule {
         None => None,
@@ -306,13 +331,7 @@ fn validate_rule(
                 .map_err(|reason| origins.error(&key.field("schedule"), reason))?,
         ),
     };
-    if action == ActionKind::TopUp
-        && conditions.is_empty()
-        && selector.accounts.is_none()
-        && selector.key_ids.is_none()
-        && selector.name_matches.is_none()
-        && selector.groups.is_none()
-    {
+    if action == ActionKind::TopUp && conditions.is_empty() && no_selector {
         warnings.push(format!(
             "policy rule \"{name}\" selects every limited key of every account"
         ));

@@ -15,7 +15,7 @@ use crate::config::{
     LogFormat, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_LISTEN,
     DEFAULT_LOG_FORMAT, DEFAULT_LOG_LEVEL, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_RETRIES, DEFAULT_MAX_RETRY_AFTER, DEFAULT_REQUESTS_PER_MINUTE,
-    DEFAULT_REQUEST_TIMEOUT, DEFAULT_RETRY_BACKOFF, DEFAULT_WRITE_TIMEOUT,
+    DEFAULT_REQUEST_TIMEOUT, DEFAULT_RETRY_BACKOFF, DEFAULT_USAGE, DEFAULT_WRITE_TIMEOUT,
 };
 
 /// Account keys that exist only to be rejected with a specific message: a token is never
@@ -42,6 +42,8 @@ pub(crate) struct RawServer {
     pub max_connections: usize,
     /// `None`: an eighth of `max_connections`.
     pub max_connections_per_peer: Option<usize>,
+    /// The exporter-toolkit web config (TLS, basic auth, headers); relative to the config file.
+    pub web_config_file: Option<String>,
 }
 
 impl Default for RawServer {
@@ -52,6 +54,7 @@ impl Default for RawServer {
             write_timeout: HumanDuration(DEFAULT_WRITE_TIMEOUT),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_peer: None,
+            web_config_file: None,
         }
     }
 }
@@ -68,6 +71,7 @@ pub(crate) struct RawPoll {
     pub max_retries: u32,
     pub retry_backoff: HumanDuration,
     pub max_retry_after: HumanDuration,
+    pub usage: bool,
 }
 
 impl Default for RawPoll {
@@ -82,6 +86,7 @@ impl Default for RawPoll {
             max_retries: DEFAULT_MAX_RETRIES,
             retry_backoff: HumanDuration(DEFAULT_RETRY_BACKOFF),
             max_retry_after: HumanDuration(DEFAULT_MAX_RETRY_AFTER),
+            usage: DEFAULT_USAGE,
         }
     }
 }
@@ -112,6 +117,7 @@ pub(crate) struct RawAccount {
     pub token_env: Option<String>,
     pub user_id: Option<i64>,
     pub requests_per_minute: Option<u32>,
+    pub usage: Option<bool>,
     /// Present only to be rejected (see [`REJECTED_INLINE_TOKEN_KEYS`]); the value is never kept.
     pub token: Option<InlineTokenPresent>,
     /// As `token`.
@@ -215,6 +221,7 @@ pub(crate) struct RawConditions {
     pub expires_within: Option<HumanDuration>,
     pub remaining_quota_below: Option<i64>,
     pub remaining_fraction_below: Option<f64>,
+    pub account_quota_below: Option<i64>,
     pub unused_for: Option<HumanDuration>,
     pub status: Option<Vec<String>>,
 }

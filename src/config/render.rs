@@ -44,6 +44,22 @@ pub(crate) fn render_redacted(config: &Config) -> String {
         "max_connections_per_peer = {}",
         server.max_connections_per_peer
     );
+    match &server.web_config {
+        Some(web) => {
+            let _ = writeln!(
+                out,
+                "web_config_file = {}",
+                toml_string(&web.path.display().to_string())
+            );
+            out.push_str(&crate::config::web::render_redacted(web));
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "# web_config_file is not set: plain HTTP, no credentials"
+            );
+        }
+    }
 
     let poll = &config.poll;
     let _ = writeln!(out, "\n[poll]");
@@ -70,6 +86,7 @@ pub(crate) fn render_redacted(config: &Config) -> String {
         "max_retry_after = {}",
         toml_duration(poll.max_retry_after)
     );
+    let _ = writeln!(out, "usage = {}", poll.usage);
 
     let _ = writeln!(out, "\n[log]");
     let _ = writeln!(out, "level = {}", toml_string(&config.log.level));
@@ -100,6 +117,7 @@ pub(crate) fn render_redacted(config: &Config) -> String {
             }
         }
         let _ = writeln!(out, "requests_per_minute = {}", account.requests_per_minute);
+        let _ = writeln!(out, "usage = {}", account.usage);
     }
     if let Some(policy) = &config.policy {
         render_policy(&mut out, policy);
@@ -161,6 +179,9 @@ fn render_policy(out: &mut String, policy: &PolicyConfig) {
         }
         if let Some(below) = conditions.remaining_fraction_below {
             let _ = writeln!(out, "when.remaining_fraction_below = {below}");
+        }
+        if let Some(below) = conditions.account_quota_below {
+            let _ = writeln!(out, "when.account_quota_below = {below}");
         }
         if let Some(unused) = conditions.unused_for {
             let _ = writeln!(out, "when.unused_for = {}", toml_duration(unused));

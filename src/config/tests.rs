@@ -107,6 +107,7 @@ max_body_bytes = 1048576
 max_retries = 4
 retry_backoff = "250ms"
 max_retry_after = "2m"
+usage = false
 
 [log]
 level = "info,cometapi_keymon=debug"
@@ -123,6 +124,7 @@ name = "self-hosted.2"
 base_url = "http://127.0.0.1:3000"
 token_env = "SECOND_TOKEN"
 requests_per_minute = 50
+usage = true
 "#,
         )
         .unwrap();
@@ -135,6 +137,7 @@ requests_per_minute = 50
                 write_timeout: Duration::from_secs(45),
                 max_connections: 16,
                 max_connections_per_peer: 4,
+                web_config: None,
             }
         );
         assert_eq!(
@@ -148,6 +151,7 @@ requests_per_minute = 50
                 max_retries: 4,
                 retry_backoff: Duration::from_millis(250),
                 max_retry_after: Duration::from_secs(120),
+                usage: false,
             }
         );
         assert_eq!(
@@ -167,6 +171,7 @@ requests_per_minute = 50
                     token_source: TokenSource::File(PathBuf::from("./token")),
                     user_id: Some(5678),
                     requests_per_minute: 12,
+                    usage: false,
                 },
                 AccountConfig {
                     name: "self-hosted.2".to_owned(),
@@ -175,6 +180,7 @@ requests_per_minute = 50
                     token_source: TokenSource::Env("SECOND_TOKEN".to_owned()),
                     user_id: None,
                     requests_per_minute: 50,
+                    usage: true,
                 },
             ]
         );
@@ -302,6 +308,7 @@ fn environment_only_mode_defines_the_default_account() {
                 token_source: TokenSource::Env(ENV_ACCESS_TOKEN.to_owned()),
                 user_id: Some(42),
                 requests_per_minute: 10,
+                usage: true,
             }]
         );
     });
@@ -1154,6 +1161,26 @@ fn bad_user_id_is_refused() {
             Some("accounts[0].user_id"),
             "invalid type: found string \"5678\", expected i64",
         );
+        let error = expect_error(load_with_token(
+            jail,
+            &format!("{ACCOUNT}usage = \"yes\"\n"),
+        ));
+        assert_error(
+            &error,
+            CONFIG_FILE,
+            Some("accounts[0].usage"),
+            "invalid type: found string \"yes\", expected a boolean",
+        );
+        let error = expect_error(load_with_token(
+            jail,
+            &format!("[poll]\nusage = 1\n\n{ACCOUNT}"),
+        ));
+        assert_error(
+            &error,
+            CONFIG_FILE,
+            Some("poll.usage"),
+            "invalid type: found signed int `1`, expected a boolean",
+        );
         let error = expect_error(load_with_token(jail, &format!("{ACCOUNT}user_id = 0\n")));
         assert_error(
             &error,
@@ -1471,6 +1498,7 @@ key_ids = [1, 2]
 name_matches = "^team-"
 groups = ["default"]
 when.remaining_fraction_below = 0.1
+when.account_quota_below = 2500000
 when.unused_for = "30d"
 when.expires_within = "3d"
 when.remaining_quota_below = 100
@@ -1500,6 +1528,7 @@ fn policy_loads_every_value_with_state_dir_next_to_the_file() {
             restore.conditions.unused_for,
             Some(Duration::from_secs(30 * 86_400))
         );
+        assert_eq!(restore.conditions.account_quota_below, Some(2_500_000));
         assert_eq!(
             policy.rules[0].conditions.status.as_ref().map(Vec::len),
             Some(2)
@@ -1525,8 +1554,10 @@ fn policy_defaults_are_dry_run_and_the_system_state_dir() {
 
 #[test]
 fn policy_mistakes_name_the_rule_key() {
-    let cases: [(&str, &str, &str); 9] = [
-        ("[[policy.rules]]\nname = \"r\"\naction = \"disable\"\n", "policy.rules[0].when", "at least one when"),
+    let cases: [(&str, &str, &str); 11] = [
+        ("[[policy.rules]]\nname = \"r\"\naction = \"disable\"\nwhen.account_quota_below = 0\n", "policy.rules[0].when.account_quota_below", "at least 1"),
+        ("[[policy.rules]]\nname = \"r\"\naction = \"disable\"\nwhen.account_quota_below = \"5 USD\"\n", "policy.rules[0].when.account_quota_below", "invalid type"),
+        ("[[policy.rules]]\nname = \"r\"\naction = \"disable\"\n", "policy.rules[0]", "needs a selector (key_ids, accounts, name_matches, groups) or a when.* condition: with neither it would disable every key of every account"),
         ("[[policy.rules]]\nname = \"r\"\naction = \"top_up\"\n", "policy.rules[0].top_up.to", "missing"),
         ("[[policy.rules]]\nname = \"r\"\naction = \"delete\"\nwhen.expired = true\n", "policy.rules[0].action", "unknown action \"delete\""),
         ("[[policy.rules]]\nname = \"r\"\naction = \"disable\"\naccounts = [\"mian\"]\nwhen.expired = true\n", "policy.rules[0].accounts[0]", "unknown account \"mian\""),
@@ -1584,5 +1615,210 @@ fn rendered_policy_loads_back_to_the_same_policy() {
         assert_eq!(reloaded.protected_keys, original.protected_keys);
         assert_eq!(reloaded.cooldown, original.cooldown);
         assert_eq!(reloaded.dry_run, original.dry_run);
+    });
+}
+
+// ---------------------------------------------------------------- the first hour (issue 11)
+
+#[test]
+fn a_base_url_ending_in_api_is_used_without_it_and_warned_about() {
+    in_jail(|jail| {
+        for written in [
+            "https://api.cometapi.com/api",
+            "https://api.cometapi.com/api/",
+        ] {
+            let config =
+                load_with_token(jail, &format!("{ACCOUNT}base_url = \"{written}\"\n")).unwrap();
+            assert_eq!(config.accounts[0].base_url, "https://api.cometapi.com");
+            assert!(
+                config
+                    .warnings
+                    .iter()
+                    .any(|warning| warning.contains("ends in /api")
+                        && warning.contains("using https://api.cometapi.com")),
+                "{:?}",
+                config.warnings
+            );
+        }
+        // A path that only ends in "api" inside a word is left alone.
+        let config = load_with_token(
+            jail,
+            &format!("{ACCOUNT}base_url = \"https://example.com/newapi\"\n"),
+        )
+        .unwrap();
+        assert_eq!(config.accounts[0].base_url, "https://example.com/newapi");
+    });
+}
+
+#[test]
+fn an_api_key_in_the_token_file_is_a_warning_that_never_shows_it() {
+    in_jail(|jail| {
+        let key = "sk-TAsftk8p6XUSRxSkCKF6lqTX4pTpY3nhyB4VdaDVn32jwPQD";
+        write_token_file(jail, "token", &format!("{key}\n"), 0o600);
+        jail.create_file(CONFIG_FILE, ACCOUNT).unwrap();
+        let config = load(Some(Path::new(CONFIG_FILE))).unwrap();
+        let warning = config
+            .warnings
+            .iter()
+            .find(|warning| warning.contains("shape of an API key"))
+            .expect("a warning about the key shape");
+        assert!(
+            warning.contains("account \"main\"")
+                && warning.contains("personal access token (Console → Personal Settings)"),
+            "{warning}"
+        );
+        assert!(!warning.contains("TAsftk8p"), "{warning}");
+        // A real access token gets no such warning.
+        let config = load_with_token(jail, ACCOUNT).unwrap();
+        assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    });
+}
+
+#[test]
+fn a_cron_number_out_of_range_names_the_field_and_its_range() {
+    in_jail(|jail| {
+        for (expression, expected) in [
+            (
+                "0 61 * * * *",
+                "the minute field \"61\" holds 61, out of range: minute is 0 to 59",
+            ),
+            (
+                "0 0 24 * * *",
+                "the hour field \"24\" holds 24, out of range: hour is 0 to 23",
+            ),
+            (
+                "0 0 0 1-32 * *",
+                "the day-of-month field \"1-32\" holds 32, out of range: day-of-month is 1 to 31",
+            ),
+            (
+                "0 0 0 * 13 *",
+                "the month field \"13\" holds 13, out of range: month is 1 to 12",
+            ),
+            (
+                "0 */0 * * * *",
+                "the minute field \"*/0\" has the step \"/0\"",
+            ),
+        ] {
+            let error = expect_error(load_with_token(
+                jail,
+                &format!("[poll]\ncron = \"{expression}\"\n{ACCOUNT}"),
+            ));
+            assert_error(&error, CONFIG_FILE, Some("poll.cron"), expected);
+        }
+    });
+}
+
+#[test]
+fn an_empty_token_file_without_a_slash_in_its_name_is_named() {
+    in_jail(|jail| {
+        write_token_file(jail, "token", "\n", 0o600);
+        jail.create_file(
+            CONFIG_FILE,
+            "[[accounts]]\nname = \"main\"\ntoken_file = \"token\"\n",
+        )
+        .unwrap();
+        // Named as the permission warning names it: the path as resolved against the config
+        // file's directory (here the working directory, so just "token").
+        let error = expect_error(load(Some(Path::new(CONFIG_FILE))));
+        assert_error(
+            &error,
+            CONFIG_FILE,
+            Some("accounts[0].token_file"),
+            "token file token is empty",
+        );
+        assert!(!error.to_string().contains("name not shown"), "{error}");
+    });
+}
+
+#[test]
+fn one_account_key_can_be_overridden_from_the_environment_by_index() {
+    in_jail(|jail| {
+        let other = write_token_file(jail, "other-token", "tok-OTHER-0123456789abcdef\n", 0o600);
+        jail.set_env("KEYMON_ACCOUNTS__1__TOKEN_FILE", other.display());
+        jail.set_env("KEYMON_ACCOUNTS__1__USER_ID", "77");
+        let config = load_with_token(
+            jail,
+            &format!("{ACCOUNT}[[accounts]]\nname = \"second\"\ntoken_file = \"./token\"\n"),
+        )
+        .unwrap();
+        assert_eq!(config.accounts[0].token.expose(), TOKEN);
+        assert_eq!(config.accounts[0].user_id, None);
+        assert_eq!(config.accounts[1].name, "second");
+        assert_eq!(
+            config.accounts[1].token.expose(),
+            "tok-OTHER-0123456789abcdef"
+        );
+        assert_eq!(
+            config.accounts[1].token_source,
+            TokenSource::File(other.clone())
+        );
+        assert_eq!(config.accounts[1].user_id, Some(77));
+
+        // A bad value names the variable; an index the file does not have says so.
+        jail.set_env("KEYMON_ACCOUNTS__1__USER_ID", "abc");
+        let error = expect_error(load_with_token(
+            jail,
+            &format!("{ACCOUNT}[[accounts]]\nname = \"second\"\ntoken_file = \"./token\"\n"),
+        ));
+        assert_eq!(
+            error.origin(),
+            Some("environment variable KEYMON_ACCOUNTS__1__USER_ID"),
+            "{error}"
+        );
+        assert_eq!(error.key(), Some("accounts[1].user_id"));
+        jail.set_env("KEYMON_ACCOUNTS__1__USER_ID", "77");
+        let error = expect_error(load_with_token(jail, ACCOUNT));
+        assert_eq!(
+            error.origin(),
+            Some("environment variable KEYMON_ACCOUNTS__1__TOKEN_FILE"),
+            "{error}"
+        );
+        assert!(
+            error
+                .reason()
+                .contains("has 1 [[accounts]] table(s), so there is no accounts[1]"),
+            "{error}"
+        );
+        jail.clear_env();
+        jail.set_env("KEYMON_ACCOUNTS__MAIN__USER_ID", "7");
+        let error = expect_error(load_with_token(jail, ACCOUNT));
+        assert!(
+            error
+                .reason()
+                .contains("e.g. KEYMON_ACCOUNTS__0__TOKEN_FILE"),
+            "{error}"
+        );
+    });
+}
+
+#[test]
+fn an_enable_or_disable_rule_on_explicit_keys_needs_no_condition() {
+    in_jail(|jail| {
+        for action in ["enable", "disable"] {
+            let text = format!(
+                "{ACCOUNT}[policy]\n[[policy.rules]]\nname = \"r\"\naction = \"{action}\"\n\
+                 key_ids = [1234, 5678]\n"
+            );
+            let config = load_with_token(jail, &text).unwrap();
+            let rule = &config.policy.as_ref().unwrap().rules[0];
+            assert_eq!(rule.selector.key_ids, Some(vec![1234, 5678]));
+            assert!(rule.conditions.is_empty());
+            assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+        }
+        // A broad selector without a condition is accepted, with a warning.
+        let text = format!(
+            "{ACCOUNT}[policy]\n[[policy.rules]]\nname = \"r\"\naction = \"disable\"\n\
+             groups = [\"trial\"]\n"
+        );
+        let config = load_with_token(jail, &text).unwrap();
+        assert!(
+            config
+                .warnings
+                .iter()
+                .any(|warning| warning.contains("no when.* condition")
+                    && warning.contains("disable every key its selector matches")),
+            "{:?}",
+            config.warnings
+        );
     });
 }

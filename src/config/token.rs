@@ -14,7 +14,8 @@ use crate::secret::Secret;
 const MAX_TOKEN_FILE_BYTES: u64 = 16 * 1024;
 
 /// How a token file's path may be shown in a message. A `token_file` value without any `/`
-/// is not echoed while the file cannot be read: it may be a token pasted into the wrong key.
+/// is not echoed while no such file exists: it may be a token pasted into the wrong key. Once
+/// the file is found, it is a file name, shown like any other (as the permission warning does).
 pub(crate) enum TokenFileName<'a> {
     Shown(&'a Path),
     Hidden,
@@ -55,6 +56,8 @@ pub(crate) fn read_token_file(path: &Path, name: &TokenFileName) -> Result<Token
     // Checked before opening: opening a FIFO would block, and a device could be endless.
     let metadata = std::fs::metadata(path)
         .map_err(|error| format!("cannot read token file {name}: {error}"))?;
+    // The file exists, so the name is a file's name and not a pasted token.
+    let name = &TokenFileName::Shown(path);
     if !metadata.is_file() {
         return Err(format!("token file {name} is not a regular file"));
     }
@@ -83,7 +86,7 @@ pub(crate) fn read_token_file(path: &Path, name: &TokenFileName) -> Result<Token
 /// one of the daemon's own (a Kubernetes secret volume with `fsGroup`, a dedicated service
 /// group) is not reported: only the daemon's own group can read it.
 #[cfg(unix)]
-fn readable_by_others_mode(metadata: &std::fs::Metadata) -> Option<u32> {
+pub(crate) fn readable_by_others_mode(metadata: &std::fs::Metadata) -> Option<u32> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let mode = metadata.permissions().mode() & 0o7777;
     let world_readable = mode & 0o004 != 0;
@@ -108,7 +111,7 @@ fn own_group_ids() -> Vec<u32> {
 }
 
 #[cfg(not(unix))]
-fn readable_by_others_mode(_metadata: &std::fs::Metadata) -> Option<u32> {
+pub(crate) fn readable_by_others_mode(_metadata: &std::fs::Metadata) -> Option<u32> {
     None
 }
 

@@ -10,7 +10,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use figment::providers::{Env, Format, Toml};
-use figment::Figment;
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
 use reqwest::Url;
 
 use crate::config::error::{env_var_error, file_error, KeyPath, Origins};
@@ -18,6 +19,7 @@ use crate::config::policy::validate_policy;
 use crate::config::raw::{RawAccount, RawConfig, RawLog, RawPoll, RawServer};
 use crate::config::render::format_duration;
 use crate::config::token::{self, TokenFileName};
+use crate::config::web::load_web_config;
 use crate::config::{
     default_max_connections_per_peer, AccountConfig, Config, ConfigError, ConfigSource, LogConfig,
     PollConfig, PollSchedule, ServerConfig, TokenSource, DEFAULT_ACCOUNT_NAME, DEFAULT_BASE_URL,
@@ -26,6 +28,7 @@ use crate::config::{
     MIN_POLL_INTERVAL,
 };
 use crate::cron::parse_cron;
+use crate::secret::{Secret, ACCESS_TOKEN_HELP};
 
 /// What a cron expression must look like, quoted in every cron error.
 const CRON_FORMAT_HELP: &str =
@@ -37,19 +40,20 @@ const LOG_LEVEL_NAMES: &[&str] = &["trace", "debug", "info", "warn", "error", "o
 pub(crate) fn load_file(path: &Path) -> Result<Config, ConfigError> {
     check_toml_file(path)?;
     let source = ConfigSource::File(path.to_path_buf());
-    let figment = Figment::new()
-        .merge(Toml::file_exact(path))
-        .merge(keymon_env());
+    let figment = Figment::new().merge(Toml::file_exact(path)).merge(
+        keymon_env().filter(|key| !key.as_str().to_ascii_lowercase().starts_with("accounts.")),
+    );
+    let figment = with_account_overrides(figment, &source)?;
     let raw: RawConfig = figment
         .extract()
         .map_err(|error| ConfigError::from_figment(error, &source))?;
     let origins = Origins::new(&figment, &source);
 
     let mut warnings = Vec::new();
-    let server = validate_server(&raw.server, &origins)?;
+    let token_dir = path.parent().unwrap_or(Path::new(""));
+    let server = validate_server(&raw.server, token_dir, &origins, &mut warnings)?;
     let poll = validate_poll(&raw.poll, &origins, &mut warnings)?;
     let log = validate_log(&raw.log, &origins)?;
-    let token_dir = path.parent().unwrap_or(Path::new(""));
     let accounts = validate_accounts(&raw.accounts, &poll, token_dir, &origins, &mut warnings)?;
     let policy = match &raw.policy {
         Some(raw_policy) => Some(validate_policy(
@@ -110,7 +114,7 @@ pub(crate) fn load_environment() -> Result<Config, ConfigError> {
     }
 
     let mut warnings = Vec::new();
-    let server = validate_server(&raw.server, &origins)?;
+    let server = validate_server(&raw.server, Path::new(""), &origins, &mut warnings)?;
     let poll = validate_poll(&raw.poll, &origins, &mut warnings)?;
     let log = validate_log(&raw.log, &origins)?;
     let accounts = vec![environment_account(&poll, &mut warnings)?];
@@ -146,6 +150,86 @@ fn keymon_env() -> Env {
         .ignore(&[config_path_key.as_str()])
 }
 
+/// `KEYMON_ACCOUNTS__<index>__<KEY>`: one account's key from the environment, the account chosen
+/// by its position among the file's `[[accounts]]` tables (0 for the first). figment cannot
+/// address an array element from the environment (its `accounts.0.key` would turn the array into
+/// a table), so these variables are read here and merged into the file's array element by
+/// element; errors about them still name the variable.
+fn with_account_overrides(figment: Figment, source: &ConfigSource) -> Result<Figment, ConfigError> {
+    const PREFIX: &str = "KEYMON_ACCOUNTS__";
+    let mut overrides = Vec::new();
+    for (name, value) in std::env::vars() {
+        let upper = name.to_ascii_uppercase();
+        let Some(rest) = upper.strip_prefix(PREFIX) else {
+            continue;
+        };
+        let how = "choose the account by its position in the file, 0 for the first \
+                   [[accounts]] table, e.g. KEYMON_ACCOUNTS__0__TOKEN_FILE";
+        let (index, key) = rest.split_once(ENV_NESTING_SEPARATOR).unwrap_or((rest, ""));
+        let index: usize = index.parse().map_err(|_| {
+            env_var_error(&name, format!("\"{index}\" is not an account index: {how}"))
+        })?;
+        if key.is_empty() {
+            return Err(env_var_error(
+                &name,
+                format!("names no key of the account: {how}"),
+            ));
+        }
+        let key = key.to_ascii_lowercase().replace(ENV_NESTING_SEPARATOR, ".");
+        overrides.push((index, key, value));
+    }
+    if overrides.is_empty() {
+        return Ok(figment);
+    }
+    let mut accounts = match figment.find_value("accounts") {
+        Ok(Value::Array(tag, accounts)) => (tag, accounts),
+        _ => (figment::value::Tag::Default, Vec::new()),
+    };
+    for (index, key, value) in overrides {
+        let name = format!(
+            "{PREFIX}{index}{ENV_NESTING_SEPARATOR}{}",
+            key.to_ascii_uppercase()
+        );
+        let count = accounts.1.len();
+        let Some(Value::Dict(_, account)) = accounts.1.get_mut(index) else {
+            let file = match source {
+                ConfigSource::File(path) => path.display().to_string(),
+                ConfigSource::Environment => "the configuration".to_owned(),
+            };
+            return Err(env_var_error(
+                &name,
+                format!(
+                    "{file} has {count} [[accounts]] table(s), so there is no accounts[{index}]; \
+                     an override sets a key of an account the file defines, it cannot add one"
+                ),
+            ));
+        };
+        let parsed: Value = value.parse().expect("figment's value parser is infallible");
+        account.insert(key, parsed);
+    }
+    Ok(figment.merge(AccountOverrides {
+        accounts: Value::Array(accounts.0, accounts.1),
+    }))
+}
+
+/// The file's accounts with the `KEYMON_ACCOUNTS__N__KEY` values set; the file's values keep
+/// their origin, the new ones are tagged as environment variables.
+struct AccountOverrides {
+    accounts: Value,
+}
+
+impl Provider for AccountOverrides {
+    fn metadata(&self) -> Metadata {
+        Metadata::named("`KEYMON_ACCOUNTS__N__KEY` environment variable(s)")
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let mut dict = Dict::new();
+        dict.insert("accounts".to_owned(), self.accounts.clone());
+        Ok(Profile::Default.collect(dict))
+    }
+}
+
 /// Reads the file once before figment does, for a precise error: a missing or unreadable
 /// file names the OS reason, and a syntax error gives line and column but not the line's
 /// text (toml's own message quotes the line, which could hold a token pasted unquoted).
@@ -177,7 +261,12 @@ fn check_toml_file(path: &Path) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn validate_server(raw: &RawServer, origins: &Origins) -> Result<ServerConfig, ConfigError> {
+fn validate_server(
+    raw: &RawServer,
+    config_dir: &Path,
+    origins: &Origins,
+    warnings: &mut Vec<String>,
+) -> Result<ServerConfig, ConfigError> {
     let section = KeyPath::root().field("server");
     let listen_key = section.field("listen");
     let listen: SocketAddr = raw.listen.trim().parse().map_err(|_| {
@@ -213,12 +302,25 @@ fn validate_server(raw: &RawServer, origins: &Origins) -> Result<ServerConfig, C
             ),
         ));
     }
+    let web_config = match raw.web_config_file.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(file) => {
+            let key = section.field("web_config_file");
+            let path = config_dir.join(file);
+            Some(load_web_config(
+                &path,
+                Some((origins.of(&key), &key)),
+                warnings,
+            )?)
+        }
+    };
     Ok(ServerConfig {
         listen,
         header_read_timeout,
         write_timeout,
         max_connections: raw.max_connections,
         max_connections_per_peer,
+        web_config,
     })
 }
 
@@ -309,6 +411,7 @@ fn validate_poll(
         max_retries: raw.max_retries,
         retry_backoff: raw.retry_backoff.0,
         max_retry_after: raw.max_retry_after.0,
+        usage: raw.usage,
     })
 }
 
@@ -342,8 +445,10 @@ pub(crate) fn validate_cron(expression: &str) -> Result<String, String> {
         }
     }
     let cron = parse_cron(expression).map_err(|error| {
-        let detail = error.to_string();
-        let detail = detail.trim_end_matches('.');
+        let detail = match cron_field_problem(expression) {
+            Some(problem) => problem,
+            None => error.to_string().trim_end_matches('.').to_owned(),
+        };
         format!("invalid cron expression \"{expression}\": {detail}; {CRON_FORMAT_HELP}")
     })?;
     if cron
@@ -356,6 +461,53 @@ pub(crate) fn validate_cron(expression: &str) -> Result<String, String> {
         ));
     }
     Ok(expression.to_owned())
+}
+
+/// The first number of a 6-field expression outside its field's range, or a step that is not
+/// a positive number, said with the field's name and range (croner only says "Number out of
+/// bounds"). `None` when every number is in range (names such as MON or JAN are not checked).
+fn cron_field_problem(expression: &str) -> Option<String> {
+    const FIELDS: [(&str, u32, u32); 6] = [
+        ("second", 0, 59),
+        ("minute", 0, 59),
+        ("hour", 0, 23),
+        ("day-of-month", 1, 31),
+        ("month", 1, 12),
+        ("day-of-week", 0, 7),
+    ];
+    let fields: Vec<&str> = expression.split_whitespace().collect();
+    if fields.len() != FIELDS.len() {
+        return None;
+    }
+    for (text, (field, low, high)) in fields.iter().zip(FIELDS) {
+        for part in text.split(',') {
+            let (range, step) = match part.split_once('/') {
+                Some((range, step)) => (range, Some(step)),
+                None => (part, None),
+            };
+            if let Some(step) = step {
+                if !step.parse::<u32>().is_ok_and(|step| step > 0) {
+                    return Some(format!(
+                        "the {field} field \"{text}\" has the step \"/{step}\"; a step must be a \
+                         positive number"
+                    ));
+                }
+            }
+            for bound in range.split('-') {
+                let digits = bound.trim_end_matches(['L', 'W', 'l', 'w']);
+                let digits = digits.split('#').next().unwrap_or_default();
+                if let Ok(number) = digits.parse::<u32>() {
+                    if number < low || number > high {
+                        return Some(format!(
+                            "the {field} field \"{text}\" holds {number}, out of range: {field} \
+                             is {low} to {high}"
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    None
 }
 
 fn validate_log(raw: &RawLog, origins: &Origins) -> Result<LogConfig, ConfigError> {
@@ -451,7 +603,9 @@ fn validate_account(
     let base_url_key = key.field("base_url");
     let base_url = validate_base_url(raw.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL))
         .map_err(|reason| origins.error(&base_url_key, reason))?;
-    warnings.extend(base_url_warnings(&base_url, &format!("account \"{name}\"")));
+    let subject = format!("account \"{name}\"");
+    let base_url = strip_api_suffix(base_url, &subject, warnings);
+    warnings.extend(base_url_warnings(&base_url, &subject));
 
     let (token, token_source) = match (&raw.token_file, &raw.token_env) {
         (Some(_), Some(_)) => {
@@ -512,6 +666,17 @@ fn validate_account(
         }
     };
 
+    let source = match &token_source {
+        TokenSource::File(path) => format!("token file {}", path.display()),
+        TokenSource::Env(variable) => format!("environment variable {variable}"),
+    };
+    warnings.extend(api_key_shape_warning(
+        &token,
+        &format!("account \"{name}\""),
+        &source,
+    ));
+    let requests_per_minute_key = key.field("requests_per_minute");
+
     if let Some(user_id) = raw.user_id {
         if user_id <= 0 {
             return Err(origins.error(
@@ -521,9 +686,7 @@ fn validate_account(
         }
     }
     let requests_per_minute = match raw.requests_per_minute {
-        Some(0) => {
-            return Err(origins.error(&key.field("requests_per_minute"), "must be at least 1"))
-        }
+        Some(0) => return Err(origins.error(&requests_per_minute_key, "must be at least 1")),
         Some(requests_per_minute) => requests_per_minute,
         None => poll.requests_per_minute,
     };
@@ -535,6 +698,7 @@ fn validate_account(
         token_source,
         user_id: raw.user_id,
         requests_per_minute,
+        usage: raw.usage.unwrap_or(poll.usage),
     })
 }
 
@@ -550,6 +714,7 @@ fn environment_account(
         }
         None => DEFAULT_BASE_URL.to_owned(),
     };
+    let base_url = strip_api_suffix(base_url, ENV_BASE_URL, warnings);
     warnings.extend(base_url_warnings(&base_url, ENV_BASE_URL));
     let user_id = match non_empty_env_var(ENV_USER_ID)? {
         Some(text) => match text.trim().parse::<i64>() {
@@ -563,6 +728,11 @@ fn environment_account(
         },
         None => None,
     };
+    warnings.extend(api_key_shape_warning(
+        &token,
+        &format!("account \"{DEFAULT_ACCOUNT_NAME}\""),
+        &format!("environment variable {ENV_ACCESS_TOKEN}"),
+    ));
     Ok(AccountConfig {
         name: DEFAULT_ACCOUNT_NAME.to_owned(),
         base_url,
@@ -570,6 +740,7 @@ fn environment_account(
         token_source: TokenSource::Env(ENV_ACCESS_TOKEN.to_owned()),
         user_id,
         requests_per_minute: poll.requests_per_minute,
+        usage: poll.usage,
     })
 }
 
@@ -655,13 +826,33 @@ fn base_url_warnings(base_url: &str, subject: &str) -> Vec<String> {
              the access token travels unencrypted"
         ));
     }
-    if url.path().trim_end_matches('/').ends_with("/api") {
-        warnings.push(format!(
-            "{subject}: base_url {base_url} ends in /api, but requests already add /api/...; \
-             use the server's root URL"
-        ));
-    }
     warnings
+}
+
+/// A `base_url` ending in `/api` (or `/api/`, already trimmed) would make every request go to
+/// `/api/api/...` and fail with a bare 404: the suffix is dropped, with a warning.
+fn strip_api_suffix(base_url: String, subject: &str, warnings: &mut Vec<String>) -> String {
+    let Some(root) = base_url.strip_suffix("/api") else {
+        return base_url;
+    };
+    if Url::parse(root).is_err() {
+        return base_url;
+    }
+    warnings.push(format!(
+        "{subject}: base_url {base_url} ends in /api, but requests already add /api/...; \
+         using {root} (set base_url to the server's root URL to silence this warning)"
+    ));
+    root.to_owned()
+}
+
+/// A warning when a token has the shape of an API key (`sk-...`); never shows the token.
+fn api_key_shape_warning(token: &Secret, subject: &str, source: &str) -> Option<String> {
+    token.looks_like_api_key().then(|| {
+        format!(
+            "{subject}: the access token from {source} starts with sk-, the shape of an API \
+             key; {ACCESS_TOKEN_HELP}"
+        )
+    })
 }
 
 fn is_loopback_host(host: &str) -> bool {

@@ -5,13 +5,19 @@
 //! `ConnectionLimits` (at most `max_connections` in total and `max_connections_per_peer` from
 //! one address, so one client cannot lock Prometheus out); a refused connection is closed at
 //! once and counted, and one summary line per `REFUSAL_SUMMARY_INTERVAL` reports the count.
-//! An admitted connection is served by hyper's HTTP/1 machinery with a header-read timeout (slow
-//! senders cannot hold it open) and a write timeout (`write_deadline`: slow readers cannot
-//! either). On shutdown the listener closes at once and open connections get a few seconds to
-//! finish their response.
+//! An admitted connection is served by hyper with a header-read timeout (slow senders cannot
+//! hold it open) and a write timeout (`write_deadline`: slow readers cannot either). On shutdown
+//! the listener closes at once and open connections get a few seconds to finish their response.
+//!
+//! With a web config (`security`), a connection first completes a TLS handshake (`tls`, bounded
+//! by the same timeout; HTTP/2 when ALPN picks it), and every request is admitted or refused
+//! (`auth`, `security`) before it reaches the routes.
 
+pub mod auth;
 mod connection_limits;
 mod routes;
+pub mod security;
+pub mod tls;
 mod write_deadline;
 
 use std::collections::VecDeque;
@@ -28,13 +34,13 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Exporter;
-use routes::route;
-
 pub use connection_limits::{ConnectionLimits, ConnectionSlot, Refusal, RefusalTally};
+use routes::respond;
+pub use security::WebSecurity;
 pub use write_deadline::{WriteDeadline, WriteDeadlineIo};
 
 /// How long open connections may take to finish after shutdown begins.
@@ -53,6 +59,8 @@ pub struct HttpSettings {
     pub max_connections_per_peer: usize,
     /// How often refused connections are summarised (`REFUSAL_SUMMARY_INTERVAL` in the daemon).
     pub refusal_summary_interval: Duration,
+    /// TLS, basic auth and extra headers from the web config; `WebSecurity::none()` without.
+    pub security: Arc<WebSecurity>,
 }
 
 /// Serves until `shutdown` is cancelled, then drains open connections for `SHUTDOWN_GRACE`.
@@ -67,6 +75,9 @@ pub async fn serve(
     let mut refusals = RefusalTally::default();
     let mut summary_timer = tokio::time::interval(settings.refusal_summary_interval);
     summary_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    if let Some(tls) = &settings.security.tls {
+        tokio::spawn(Arc::clone(tls).summarize_failures(shutdown.clone()));
+    }
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -85,6 +96,7 @@ pub async fn serve(
                 continue;
             }
         };
+        // Before anything else (a TLS handshake included): one address gets at most its share.
         let slot = match limits.admit(peer.ip()) {
             Ok(slot) => slot,
             Err(refusal) => {
@@ -93,7 +105,40 @@ pub async fn serve(
                 continue;
             }
         };
-        let connection = serve_connection(stream, peer, &exporter, &settings, &graceful);
+        // The response goes out in several writes (head, cached stream, tail); without
+        // TCP_NODELAY the last small one can wait ~40 ms for a delayed ACK.
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, %error, "cannot set TCP_NODELAY");
+        }
+        // Under TLS too: the deadline bounds the encrypted writes to the socket.
+        let deadline = WriteDeadline::new(settings.write_timeout);
+        let stream = WriteDeadlineIo::new(stream, deadline.clone());
+        let exporter = Arc::clone(&exporter);
+        let security = Arc::clone(&settings.security);
+        let service = service_fn(move |request| {
+            deadline.arm();
+            let exporter = Arc::clone(&exporter);
+            let security = Arc::clone(&security);
+            async move { Ok::<_, Infallible>(respond(&request, &exporter, &security).await) }
+        });
+        if let Some(tls) = &settings.security.tls {
+            tokio::spawn(tls::serve_connection(
+                Arc::clone(tls),
+                stream,
+                peer,
+                service,
+                settings.header_read_timeout,
+                graceful.watcher(),
+                shutdown.clone(),
+                slot,
+            ));
+            continue;
+        }
+        let connection = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(settings.header_read_timeout)
+            .serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%peer, %error, "connection ended with an error");
@@ -109,37 +154,6 @@ pub async fn serve(
     {
         tracing::warn!("open HTTP connections did not finish in time; closing them");
     }
-}
-
-/// hyper's HTTP/1 connection for one admitted stream, with the header-read and write timeouts,
-/// watched by `graceful`.
-fn serve_connection(
-    stream: TcpStream,
-    peer: SocketAddr,
-    exporter: &Arc<Exporter>,
-    settings: &HttpSettings,
-    graceful: &GracefulShutdown,
-) -> impl std::future::Future<Output = hyper::Result<()>> + Send + 'static {
-    // The response goes out in several writes (head, cached stream, tail); without
-    // TCP_NODELAY the last small one can wait ~40 ms for a delayed ACK.
-    if let Err(error) = stream.set_nodelay(true) {
-        tracing::debug!(%peer, %error, "cannot set TCP_NODELAY");
-    }
-    let deadline = WriteDeadline::new(settings.write_timeout);
-    let io = TokioIo::new(WriteDeadlineIo::new(stream, deadline.clone()));
-    let exporter = Arc::clone(exporter);
-    let connection = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read_timeout)
-        .serve_connection(
-            io,
-            service_fn(move |request| {
-                deadline.arm();
-                let exporter = Arc::clone(&exporter);
-                async move { Ok::<_, Infallible>(route(&request, &exporter).await) }
-            }),
-        );
-    graceful.watch(connection)
 }
 
 /// One WARN line for the connections refused since the last one, if any.
@@ -200,9 +214,14 @@ impl hyper::body::Body for ResponseBody {
 
 /// The address the server is reachable at, for log lines and the demo banner.
 pub fn display_address(address: SocketAddr) -> String {
+    display_url(address, "http")
+}
+
+/// As [`display_address`], with the scheme (`https` when TLS is on).
+pub fn display_url(address: SocketAddr, scheme: &str) -> String {
     if address.ip().is_unspecified() {
-        format!("http://127.0.0.1:{}", address.port())
+        format!("{scheme}://127.0.0.1:{}", address.port())
     } else {
-        format!("http://{address}")
+        format!("{scheme}://{address}")
     }
 }

@@ -1,7 +1,8 @@
 //! What each path answers: `/metrics` (the cached families, gzip-framed, or for plain clients
 //! the one inflated copy of this poll's text, plus the per-scrape health text), `/healthz`, `/readyz` (503 naming the accounts
 //! without a complete poll), `/` (the status page) and 405/404 for the rest. Each route reads
-//! the `Exporter` and never waits for a poll.
+//! the `Exporter` and never waits for a poll. `respond` puts the web config's admission
+//! (credentials) in front of the routes and its headers on every response.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -11,14 +12,38 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ACCEPT_ENCODING, ALLOW, CONTENT_ENCODING, CONTENT_TYPE, VARY};
 use hyper::{Method, Request, Response, StatusCode};
 
+use super::security::{Refusal, WebSecurity};
 use super::ResponseBody;
 use crate::clock::unix_now;
 use crate::metrics::{self, Exporter};
 
-pub(super) async fn route(
+/// Admits or refuses the request (credentials), routes it, adds the configured headers. A
+/// refused request never reaches `route`.
+pub(super) async fn respond(
     request: &Request<Incoming>,
     exporter: &Exporter,
+    security: &WebSecurity,
 ) -> Response<ResponseBody> {
+    let refusal = security
+        .admit(request.uri().path(), request.headers())
+        .await
+        .err();
+    let mut response = match refusal {
+        None => route(request, exporter).await,
+        Some(Refusal::Unauthorized) => text_response(
+            StatusCode::UNAUTHORIZED,
+            "401 Unauthorized: this endpoint needs basic auth credentials\n".into(),
+        ),
+        Some(Refusal::Busy) => text_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "503: too many password checks in progress; retry\n".into(),
+        ),
+    };
+    security.finish(response.headers_mut(), refusal);
+    response
+}
+
+async fn route(request: &Request<Incoming>, exporter: &Exporter) -> Response<ResponseBody> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
         let mut response =
             text_response(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n".into());
@@ -115,15 +140,20 @@ fn index_response(exporter: &Exporter) -> Response<ResponseBody> {
         env!("CARGO_PKG_VERSION"),
         "</h1>\n<p><a href=\"/metrics\">/metrics</a> · <a href=\"/healthz\">/healthz</a> · <a href=\"/readyz\">/readyz</a></p>\n",
         "<table border=\"1\" cellpadding=\"4\"><tr><th>account</th><th>keys</th><th>usable</th>",
+        "<th>wallet left</th><th>wallet used</th><th>spent today</th><th>active subscriptions</th>",
         "<th>last complete poll</th><th>last attempt</th><th>duration</th><th>last error</th><th>policy</th></tr>\n"
     ));
     for view in exporter.account_views() {
         let _ = writeln!(
             html,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             escape_html(&view.name),
             view.keys.map_or("–".into(), |keys| keys.to_string()),
             view.usable_keys.map_or("–".into(), |keys| keys.to_string()),
+            quota_cell(view.wallet.as_ref().map(|wallet| wallet.quota), view.quota_per_unit),
+            quota_cell(view.wallet.as_ref().map(|wallet| wallet.used_quota), view.quota_per_unit),
+            quota_cell(view.spent_today, view.quota_per_unit),
+            view.active_subscriptions.map_or("–".into(), |count| count.to_string()),
             view.last_success_at.map_or("never".into(), |at| describe_time(at, now)),
             view.last_attempt_at.map_or("never".into(), |at| describe_time(at, now)),
             view.last_duration.map_or("–".into(), |duration| format!("{:.2}s", duration.as_secs_f64())),
@@ -138,6 +168,17 @@ fn index_response(exporter: &Exporter) -> Response<ResponseBody> {
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
     response
+}
+
+/// `1250000 units (2.50 USD)`, or `–` when there is nothing (no route, no poll yet).
+fn quota_cell(quota: Option<i64>, quota_per_unit: Option<f64>) -> String {
+    match (quota, quota_per_unit) {
+        (Some(quota), Some(per_unit)) if per_unit > 0.0 => {
+            format!("{quota} units ({:.2} USD)", quota as f64 / per_unit)
+        }
+        (Some(quota), _) => format!("{quota} units"),
+        (None, _) => "–".into(),
+    }
 }
 
 fn describe_time(at: i64, now: i64) -> String {

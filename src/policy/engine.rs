@@ -270,7 +270,10 @@ impl PolicyEngine {
             Ok(fresh) => fresh,
             Err(ApiError::Cancelled) => return None,
             Err(error) => {
-                let outcome = if matches!(error, ApiError::Refused { .. }) {
+                let outcome = if matches!(
+                    error,
+                    ApiError::Refused { .. } | ApiError::KeyNotFound { .. }
+                ) {
                     "skipped_changed"
                 } else {
                     "failed"
@@ -467,7 +470,7 @@ impl PolicyEngine {
             entry.unix_time = unix_now();
             entry.time = rfc3339(entry.unix_time);
             let outcome = match client.get_key(intent.key_id).await {
-                Err(ApiError::Refused { .. }) => {
+                Err(ApiError::Refused { .. } | ApiError::KeyNotFound { .. }) => {
                     entry.detail = Some("reconciled: the key no longer exists".into());
                     "skipped_changed"
                 }

@@ -150,6 +150,10 @@ pub fn evaluate(
         if rule.schedule.is_some() && period.is_none() {
             continue;
         }
+        let wallet_quota = snapshot.money.wallet.as_ref().map(|wallet| wallet.quota);
+        if !rule.account_conditions_hold(wallet_quota) {
+            continue;
+        }
         for key in &snapshot.keys {
             if !rule.applies_to(account, key, now) || history.is_pending(account, key.id) {
                 continue;
@@ -337,6 +341,58 @@ mod tests {
             .actions()
             .map(|decision| decision.key.id)
             .collect()
+    }
+
+    #[test]
+    fn a_wallet_condition_holds_only_below_the_threshold_and_only_with_a_wallet() {
+        use crate::account::{AccountMoney, Wallet};
+        let low_priority = Rule {
+            name: "shed-low-priority".into(),
+            action: ActionKind::Disable,
+            selector: Selector {
+                groups: Some(vec!["team".into()]),
+                ..Selector::default()
+            },
+            conditions: Conditions {
+                account_quota_below: Some(1_000),
+                ..Conditions::default()
+            },
+            top_up: None,
+            schedule: None,
+        };
+        let policy = policy(vec![low_priority]);
+        let with_wallet = |quota| {
+            snapshot(team_keys(3)).with_money(AccountMoney {
+                wallet: Some(Wallet {
+                    user_id: 1,
+                    group: "default".into(),
+                    quota,
+                    used_quota: 0,
+                    request_count: 0,
+                }),
+                ..AccountMoney::default()
+            })
+        };
+        let acted = |snapshot: &Snapshot| {
+            acted_ids(&evaluate(
+                &policy,
+                snapshot,
+                None,
+                &PolicyHistory::default(),
+                NOW,
+                EvaluationMode::Daemon,
+            ))
+        };
+        // Key 2 is protected.
+        assert_eq!(acted(&with_wallet(999)), [1, 3]);
+        assert_eq!(acted(&with_wallet(-5)), [1, 3], "overdrawn is below too");
+        assert_eq!(acted(&with_wallet(1_000)), Vec::<i64>::new());
+        assert_eq!(
+            acted(&snapshot(team_keys(3))),
+            Vec::<i64>::new(),
+            "no wallet route: never holds"
+        );
+        assert_eq!(policy.rules[0].describe_conditions(), "wallet < 1000");
     }
 
     #[test]

@@ -152,6 +152,9 @@ pub struct Conditions {
     pub remaining_quota_below: Option<i64>,
     /// Limited keys with remain / (remain + used) below this (negatives count as 0).
     pub remaining_fraction_below: Option<f64>,
+    /// The account's wallet (`/api/user/self` `quota`, as of the poll) is below this. Never
+    /// holds for an account whose server has no wallet route.
+    pub account_quota_below: Option<i64>,
     /// Last access (or, never used, creation) longer ago than this.
     pub unused_for: Option<Duration>,
     /// The server status is one of these.
@@ -185,7 +188,15 @@ impl Rule {
                 .is_none_or(|groups| groups.contains(&key.group))
     }
 
-    /// Every condition holds at `now`.
+    /// The account-wide conditions hold for an account whose wallet has `wallet_quota` left
+    /// (`None`: the server reports no wallet).
+    pub fn account_conditions_hold(&self, wallet_quota: Option<i64>) -> bool {
+        self.conditions
+            .account_quota_below
+            .is_none_or(|below| wallet_quota.is_some_and(|quota| quota < below))
+    }
+
+    /// Every per-key condition holds at `now`.
     pub fn conditions_hold(&self, key: &KeyState, now: i64) -> bool {
         let conditions = &self.conditions;
         let limited = !key.unlimited_quota;
@@ -303,6 +314,9 @@ impl Rule {
         }
         if let Some(below) = conditions.remaining_fraction_below {
             parts.push(format!("remaining fraction < {below}"));
+        }
+        if let Some(below) = conditions.account_quota_below {
+            parts.push(format!("wallet < {below}"));
         }
         if let Some(unused) = conditions.unused_for {
             parts.push(format!("unused for {}", humantime::format_duration(unused)));

@@ -137,6 +137,45 @@ pub(crate) fn push_token(out: &mut Vec<u8>, token: &SimToken, mask_key: bool) {
     out.extend_from_slice(b",\"DeletedAt\":null,\"auto_groups\":null}");
 }
 
+/// one-api's `model.Token`: full key, `models` and `subnet` (pointers; `""` when unset) instead of
+/// new-api's `model_limits*`, `allow_ips`, `group` and `cross_group_retry`.
+pub(crate) fn push_one_api_token(out: &mut Vec<u8>, token: &SimToken) {
+    out.extend_from_slice(b"{\"id\":");
+    push_integer(out, token.id);
+    out.extend_from_slice(b",\"user_id\":");
+    push_integer(out, token.user_id);
+    out.extend_from_slice(b",\"key\":");
+    push_string(out, &token.key);
+    out.extend_from_slice(b",\"status\":");
+    push_integer(out, token.status);
+    out.extend_from_slice(b",\"name\":");
+    push_string(out, &token.name);
+    out.extend_from_slice(b",\"created_time\":");
+    push_integer(out, token.created_time);
+    out.extend_from_slice(b",\"accessed_time\":");
+    push_integer(out, token.accessed_time);
+    out.extend_from_slice(b",\"expired_time\":");
+    push_integer(out, token.expired_time);
+    out.extend_from_slice(b",\"remain_quota\":");
+    push_integer(out, token.remain_quota);
+    out.extend_from_slice(b",\"unlimited_quota\":");
+    push_bool(out, token.unlimited_quota);
+    out.extend_from_slice(b",\"used_quota\":");
+    push_integer(out, token.used_quota);
+    out.extend_from_slice(b",\"models\":");
+    push_string(
+        out,
+        if token.model_limits_enabled {
+            &token.model_limits
+        } else {
+            ""
+        },
+    );
+    out.extend_from_slice(b",\"subnet\":");
+    push_string(out, token.allow_ips.as_deref().unwrap_or_default());
+    out.push(b'}');
+}
+
 /// `{"data":<written by fill>,"message":"","success":true}` (`common.ApiSuccess`).
 pub(crate) fn success_with_data(capacity: usize, fill: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
     let mut out = Vec::with_capacity(capacity + 40);

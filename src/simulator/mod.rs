@@ -1,5 +1,8 @@
 //! The simulated management API: an in-process HTTP server that behaves like the newest new-api
-//! server (NA-latest in `shared/reference/management-api.md`), quirks included, seeded with a
+//! server (NA-latest in `shared/reference/management-api.md`), quirks included — or, by
+//! configuration, like older generations (the legacy auth scheme with `New-Api-User`, the
+//! Chinese-only messages before 2026-02-05, unmasked keys) and one-api ([`Flavor::OneApi`]:
+//! bare-array listing with a 0-based `p` and 10 keys a page, `models`/`subnet`) — seeded with a
 //! deterministic population of keys that holds every edge case, with fault injection and a
 //! simulated relay (`consume`) that moves quotas and flips statuses lazily like the real thing.
 //!
@@ -10,6 +13,7 @@
 //! consumption, limiters, faults), `json` (Go-compatible JSON in and out), `routes` (routing, auth,
 //! controllers), `server` (hyper plumbing), `random` (SplitMix64).
 
+mod account;
 mod json;
 mod random;
 mod routes;
@@ -23,6 +27,7 @@ mod tests;
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -30,13 +35,27 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use account::{
+    hour_bucket, ServerGeneration, SimPlan, SimSubscription, SimWallet, UsageRecord,
+    DEFAULT_USER_GROUP, MAX_USAGE_WINDOW_SECONDS, MESSAGE_WINDOW_TOO_LONG,
+};
 pub use seed::{seed_tokens, FIRST_SEEDED_ID};
 pub use token::{
     mask_token_key, SimToken, STATUS_DISABLED, STATUS_ENABLED, STATUS_EXHAUSTED, STATUS_EXPIRED,
 };
 
+use account::AccountState;
 use random::SplitMix64;
 use store::{SharedState, Store};
+
+/// The models the simulated traffic uses (and `consume` charges when no model is named).
+pub const SIMULATED_MODELS: [&str; 5] = [
+    "gpt-4o-mini",
+    "gpt-4.1",
+    "claude-sonnet-4",
+    "gemini-2.5-flash",
+    "deepseek-v3",
+];
 
 /// How the server authenticates management requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -48,6 +67,22 @@ pub enum AuthMode {
     /// new-api 2024-07 … 2026-07-19: only the exact `"Bearer "` is stripped, an unknown PAT is
     /// HTTP 200 `success:false`, `New-Api-User` must equal the owner's id.
     Legacy,
+    /// one-api: as `Legacy` without `New-Api-User` (missing header 401, unknown PAT 200).
+    OneApi,
+}
+
+/// Which server software the simulator imitates, where they differ beyond auth and masking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Flavor {
+    /// new-api ≥ 2025-07-21: the listing is `{page, page_size, total, items}`, `p` 1-based.
+    #[default]
+    NewApi,
+    /// one-api (`OA` in the reference): the listing's `data` is a bare array, `p` is 0-based
+    /// (negative is 0), pages hold `config.ItemsPerPage` = 10 keys whatever is asked, records
+    /// carry `models`/`subnet` instead of `model_limits*`/`allow_ips`, keys are not masked.
+    /// Not reproduced: one-api's own write validation (create and update follow new-api's) and
+    /// its `order=` listing parameter.
+    OneApi,
 }
 
 /// A global per-client-IP limit over every `/api/*` route (`GlobalAPIRateLimit`), sliding log.
@@ -81,6 +116,44 @@ pub struct SimulatorConfig {
     pub max_tokens_per_user: usize,
     /// With Redis the server never writes the lazy status flips (3/4).
     pub redis_mode: bool,
+    pub flavor: Flavor,
+    /// Every message in Chinese whatever `Accept-Language` says: new-api before i18n
+    /// (2026-02-05) and one-api.
+    pub chinese_messages: bool,
+    /// Which account routes exist and their shapes (reference §13).
+    pub generation: ServerGeneration,
+    /// The wallet (`/api/user/self` `quota`) at start, in quota units.
+    pub wallet_quota: i64,
+    /// How long a relay request takes to show up in `/api/data/*` (the real server flushes every
+    /// 5 minutes; 0 makes tests exact).
+    pub usage_recording_lag: Duration,
+}
+
+impl SimulatorConfig {
+    /// one-api (`songquanpeng/one-api` 2025-02): bare-array listing, its auth, Chinese messages,
+    /// full keys.
+    pub fn one_api() -> SimulatorConfig {
+        SimulatorConfig {
+            auth_mode: AuthMode::OneApi,
+            mask_keys: false,
+            flavor: Flavor::OneApi,
+            chinese_messages: true,
+            generation: ServerGeneration::OneApi,
+            ..SimulatorConfig::default()
+        }
+    }
+
+    /// new-api of early 2026 (NA-2026-01): paginated listing, the legacy auth scheme
+    /// (`New-Api-User` required, unknown token HTTP 200), Chinese messages, full keys.
+    pub fn new_api_2026_01() -> SimulatorConfig {
+        SimulatorConfig {
+            auth_mode: AuthMode::Legacy,
+            mask_keys: false,
+            chinese_messages: true,
+            generation: ServerGeneration::NewApiBeforeSubscriptions,
+            ..SimulatorConfig::default()
+        }
+    }
 }
 
 impl Default for SimulatorConfig {
@@ -96,6 +169,11 @@ impl Default for SimulatorConfig {
             quota_per_unit: 500_000.0,
             max_tokens_per_user: 1_000,
             redis_mode: false,
+            flavor: Flavor::NewApi,
+            chinese_messages: false,
+            generation: ServerGeneration::default(),
+            wallet_quota: 250_000_000,
+            usage_recording_lag: Duration::ZERO,
         }
     }
 }
@@ -114,6 +192,11 @@ impl fmt::Debug for SimulatorConfig {
             .field("quota_per_unit", &self.quota_per_unit)
             .field("max_tokens_per_user", &self.max_tokens_per_user)
             .field("redis_mode", &self.redis_mode)
+            .field("flavor", &self.flavor)
+            .field("chinese_messages", &self.chinese_messages)
+            .field("generation", &self.generation)
+            .field("wallet_quota", &self.wallet_quota)
+            .field("usage_recording_lag", &self.usage_recording_lag)
             .finish()
     }
 }
@@ -152,6 +235,16 @@ pub enum FaultEndpoint {
     Update,
     /// `DELETE /api/token/:id` and `POST /api/token/batch`.
     Delete,
+    /// `GET /api/user/self`.
+    User,
+    /// `GET /api/data/self`.
+    HourlyUsage,
+    /// `GET /api/data/flow/self`.
+    FlowUsage,
+    /// `GET /api/subscription/self`.
+    Subscriptions,
+    /// `GET /api/subscription/plans`.
+    Plans,
 }
 
 /// How many matching requests a fault applies to.
@@ -212,6 +305,8 @@ pub enum RelayRejection {
     Expired,
     /// Status 4, or a limited key with `remain_quota <= 0` (flips to 4 unless `redis_mode`).
     Exhausted,
+    /// The key is fine but the account's wallet is at or below 0 ("user quota is not enough").
+    WalletEmpty,
     NotFound,
 }
 
@@ -224,6 +319,9 @@ pub(crate) struct Settings {
     pub(crate) quota_per_unit: f64,
     pub(crate) max_tokens_per_user: usize,
     pub(crate) redis_mode: bool,
+    pub(crate) flavor: Flavor,
+    pub(crate) chinese_messages: bool,
+    pub(crate) generation: ServerGeneration,
     pub(crate) server_address: String,
     pub(crate) started_at: i64,
 }
@@ -233,6 +331,24 @@ impl Settings {
     pub(crate) fn max_quota(&self) -> i64 {
         (1_000_000_000.0 * self.quota_per_unit) as i64
     }
+
+    #[cfg(test)]
+    pub(crate) fn for_tests(generation: ServerGeneration) -> Settings {
+        Settings {
+            access_token: "t".into(),
+            user_id: 5,
+            auth_mode: AuthMode::V2,
+            mask_keys: true,
+            quota_per_unit: 500_000.0,
+            max_tokens_per_user: 1_000,
+            redis_mode: false,
+            flavor: Flavor::NewApi,
+            chinese_messages: false,
+            generation,
+            server_address: "http://127.0.0.1:1".into(),
+            started_at: 0,
+        }
+    }
 }
 
 pub(crate) struct Inner {
@@ -241,9 +357,16 @@ pub(crate) struct Inner {
     pub(crate) shutdown: CancellationToken,
     address: SocketAddr,
     seed: u64,
+    /// Seconds added to the real clock (tests move the server across midnight).
+    clock_offset: AtomicI64,
 }
 
 impl Inner {
+    /// The server's clock: unix seconds plus the offset tests set.
+    pub(crate) fn now(&self) -> i64 {
+        unix_now() + self.clock_offset.load(Ordering::SeqCst)
+    }
+
     /// The state lock; a poisoned lock is recovered (the state stays usable for a simulator).
     pub(crate) fn lock_state(&self) -> MutexGuard<'_, SharedState> {
         self.state
@@ -295,7 +418,19 @@ impl Simulator {
         let now = unix_now();
         let seeded = seed_tokens(&config, now);
         let first_free_id = FIRST_SEEDED_ID + seeded.len() as i64;
-        let state = SharedState::new(Store::new(seeded, first_free_id), config.rate_limit);
+        let seeded_used_quota = seeded.iter().map(|token| token.used_quota.max(0)).sum();
+        let account = AccountState::seeded(
+            config.user_id,
+            config.wallet_quota,
+            seeded_used_quota,
+            i64::try_from(config.usage_recording_lag.as_secs()).unwrap_or(i64::MAX),
+            now,
+        );
+        let state = SharedState::new(
+            Store::new(seeded, first_free_id),
+            account,
+            config.rate_limit,
+        );
         let inner = Arc::new(Inner {
             settings: Settings {
                 access_token: config.access_token,
@@ -305,6 +440,9 @@ impl Simulator {
                 quota_per_unit: config.quota_per_unit,
                 max_tokens_per_user: config.max_tokens_per_user,
                 redis_mode: config.redis_mode,
+                flavor: config.flavor,
+                chinese_messages: config.chinese_messages,
+                generation: config.generation,
                 server_address: format!("http://{}", connectable(address)),
                 started_at: now,
             },
@@ -312,6 +450,7 @@ impl Simulator {
             shutdown: CancellationToken::new(),
             address,
             seed: config.seed,
+            clock_offset: AtomicI64::new(0),
         });
         let task = tokio::spawn(server::serve(
             listener,
@@ -371,12 +510,98 @@ impl Simulator {
     /// One simulated relay request on key `id` costing `quota` (negative = refund), with the
     /// server's runtime rules: see [`RelayRejection`]; the overdrawing request is admitted,
     /// unlimited keys are decremented too.
+    ///
+    /// The wallet is charged together with the key, and the request is recorded for
+    /// `/api/data/*` (while the data export is on) under the first of [`SIMULATED_MODELS`] with
+    /// a token count of a tenth of the quota.
     pub fn consume(&self, id: i64, quota: i64) -> Result<(), RelayRejection> {
+        self.consume_model(id, SIMULATED_MODELS[0], quota, quota.max(0) / 10)
+    }
+
+    /// [`consume`](Self::consume) on a named model with a token count.
+    pub fn consume_model(
+        &self,
+        id: i64,
+        model: &str,
+        quota: i64,
+        tokens: i64,
+    ) -> Result<(), RelayRejection> {
         let redis_mode = self.inner.settings.redis_mode;
+        let now = self.inner.now();
         self.inner
             .lock_state()
-            .store
-            .consume(id, quota, unix_now(), redis_mode)
+            .relay(id, model, quota, tokens, now, redis_mode)
+    }
+
+    /// The server's clock (unix seconds plus the offset set with `set_clock_offset`).
+    pub fn now(&self) -> i64 {
+        self.inner.now()
+    }
+
+    /// Moves the server's clock: every later request, relay call and usage record uses real time
+    /// plus `seconds`.
+    pub fn set_clock_offset(&self, seconds: i64) {
+        self.inner.clock_offset.store(seconds, Ordering::SeqCst);
+    }
+
+    pub fn generation(&self) -> ServerGeneration {
+        self.inner.settings.generation
+    }
+
+    /// The account's wallet as `/api/user/self` reports it.
+    pub fn wallet(&self) -> SimWallet {
+        self.inner.lock_state().account.wallet.clone()
+    }
+
+    pub fn update_wallet(&self, edit: impl FnOnce(&mut SimWallet)) {
+        edit(&mut self.inner.lock_state().account.wallet);
+    }
+
+    /// Every usage record (flushed or not), in the order they were written.
+    pub fn usage_records(&self) -> Vec<UsageRecord> {
+        self.inner.lock_state().account.usage.clone()
+    }
+
+    /// Writes a usage record directly (any time, any group; an empty `use_group` imitates rows
+    /// written before the column existed). The wallet is not charged.
+    pub fn record_usage(&self, record: UsageRecord) {
+        self.inner.lock_state().account.usage.push(record);
+    }
+
+    /// `DataExportEnabled`: while off, relay requests are not recorded for `/api/data/*`.
+    pub fn set_data_export(&self, enabled: bool) {
+        self.inner.lock_state().account.data_export = enabled;
+    }
+
+    pub fn plans(&self) -> Vec<SimPlan> {
+        self.inner.lock_state().account.plans.clone()
+    }
+
+    /// Whether `/api/subscription/plans` lists the plans (servers ≥ 2026-05-13 answer `[]` until
+    /// the admin confirms payment compliance).
+    pub fn set_plans_listed(&self, listed: bool) {
+        self.inner.lock_state().account.plans_listed = listed;
+    }
+
+    pub fn subscriptions(&self) -> Vec<SimSubscription> {
+        self.inner.lock_state().account.subscriptions.clone()
+    }
+
+    /// Edits the subscription `id`; `false` when there is none.
+    pub fn update_subscription(&self, id: i64, edit: impl FnOnce(&mut SimSubscription)) -> bool {
+        let mut state = self.inner.lock_state();
+        match state
+            .account
+            .subscriptions
+            .iter_mut()
+            .find(|subscription| subscription.id == id)
+        {
+            Some(subscription) => {
+                edit(subscription);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Every HTTP request received, in the order they were answered.
@@ -408,8 +633,13 @@ impl Simulator {
     /// keys of the owner and, on every tenth tick, refunds a little to one. The hand-made
     /// edge-case records at the start of the population are left alone (unless nothing else
     /// exists), so the demo keeps showing them. Stops when `shutdown` is cancelled or the server
-    /// shuts down. Must be called inside a Tokio runtime.
-    pub fn spawn_traffic(&self, every: Duration, shutdown: CancellationToken) {
+    /// shuts down; the handle finishes once the task has stopped (no charge after that). Must be
+    /// called inside a Tokio runtime.
+    pub fn spawn_traffic(
+        &self,
+        every: Duration,
+        shutdown: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
         let inner = self.inner.clone();
         let every = every.max(Duration::from_millis(1));
         let first_ordinary_id = FIRST_SEEDED_ID + seed::edge_case_count() as i64;
@@ -425,7 +655,7 @@ impl Simulator {
                     _ = ticker.tick() => {}
                 }
                 tick += 1;
-                let now = unix_now();
+                let now = inner.now();
                 let redis_mode = inner.settings.redis_mode;
                 let mut state = inner.lock_state();
                 let all_ids = state.store.ids_for_user(inner.settings.user_id);
@@ -438,18 +668,29 @@ impl Simulator {
                 if candidates.is_empty() {
                     continue;
                 }
-                let mut chosen: Vec<(i64, i64)> = (0..3)
-                    .map(|_| (*generator.pick(candidates), generator.between(100, 20_000)))
+                let mut chosen: Vec<(i64, &str, i64)> = (0..3)
+                    .map(|_| {
+                        (
+                            *generator.pick(candidates),
+                            *generator.pick(&SIMULATED_MODELS),
+                            generator.between(100, 20_000),
+                        )
+                    })
                     .collect();
                 if tick.is_multiple_of(10) {
-                    chosen.push((*generator.pick(candidates), -generator.between(50, 5_000)));
+                    chosen.push((
+                        *generator.pick(candidates),
+                        SIMULATED_MODELS[0],
+                        -generator.between(50, 5_000),
+                    ));
                 }
-                for (id, quota) in chosen {
+                for (id, model, quota) in chosen {
                     // A refused relay request is part of the traffic, not an error.
-                    let _ = state.store.consume(id, quota, now, redis_mode);
+                    let tokens = quota.max(0) / 10;
+                    let _ = state.relay(id, model, quota, tokens, now, redis_mode);
                 }
             }
-        });
+        })
     }
 
     /// Stops accepting, closes the listener, and waits (up to a few seconds) for open

@@ -8,10 +8,11 @@
 
 use hyper::Method;
 
+use super::account::{self, ServerGeneration};
 use super::json::{self, bind_ids, bind_token, push_integer, push_string, push_token, BoundToken};
 use super::store::SharedState;
 use super::token::{SimToken, STATUS_ENABLED, STATUS_EXHAUSTED, STATUS_EXPIRED};
-use super::{AuthMode, FaultEndpoint, Settings};
+use super::{AuthMode, FaultEndpoint, Flavor, Settings};
 
 pub(crate) const JSON_CONTENT_TYPE: &str = "application/json; charset=utf-8";
 pub(crate) const HTML_CONTENT_TYPE: &str = "text/html; charset=utf-8";
@@ -85,6 +86,11 @@ pub(crate) enum Route {
     DeleteTokenBatch,
     RevealKey(String),
     RevealKeysBatch,
+    UserSelf,
+    HourlyUsage,
+    FlowUsage,
+    SubscriptionSelf,
+    SubscriptionPlans,
 }
 
 impl Route {
@@ -97,7 +103,22 @@ impl Route {
             Route::CreateToken => Some(FaultEndpoint::Create),
             Route::UpdateToken => Some(FaultEndpoint::Update),
             Route::DeleteToken(_) | Route::DeleteTokenBatch => Some(FaultEndpoint::Delete),
+            Route::UserSelf => Some(FaultEndpoint::User),
+            Route::HourlyUsage => Some(FaultEndpoint::HourlyUsage),
+            Route::FlowUsage => Some(FaultEndpoint::FlowUsage),
+            Route::SubscriptionSelf => Some(FaultEndpoint::Subscriptions),
+            Route::SubscriptionPlans => Some(FaultEndpoint::Plans),
             Route::SearchTokens | Route::RevealKey(_) | Route::RevealKeysBatch => None,
+        }
+    }
+
+    /// Whether a server of `generation` has this route (the others answer 404).
+    pub(crate) fn exists_in(&self, generation: ServerGeneration) -> bool {
+        match self {
+            Route::HourlyUsage => generation.has_hourly_usage(),
+            Route::FlowUsage => generation.has_flow_usage(),
+            Route::SubscriptionSelf | Route::SubscriptionPlans => generation.has_subscriptions(),
+            _ => true,
         }
     }
 
@@ -124,6 +145,17 @@ pub(crate) enum Routing {
 fn match_route(method: &Method, path: &str) -> Option<Route> {
     if path == "/api/status" {
         return (method == Method::GET).then_some(Route::Status);
+    }
+    let account_route = match path {
+        "/api/user/self" => Some(Route::UserSelf),
+        "/api/data/self" => Some(Route::HourlyUsage),
+        "/api/data/flow/self" => Some(Route::FlowUsage),
+        "/api/subscription/self" => Some(Route::SubscriptionSelf),
+        "/api/subscription/plans" => Some(Route::SubscriptionPlans),
+        _ => None,
+    };
+    if let Some(route) = account_route {
+        return (method == Method::GET).then_some(route);
     }
     let rest = path.strip_prefix("/api/token/")?;
     let segments: Vec<&str> = rest.split('/').collect();
@@ -475,7 +507,7 @@ pub(crate) fn authenticate(
                 Err(unauthorized())
             }
         }
-        AuthMode::Legacy => {
+        AuthMode::Legacy | AuthMode::OneApi => {
             let header = authorization.unwrap_or_default();
             if header.is_empty() {
                 return Err(Answer::json(
@@ -488,6 +520,9 @@ pub(crate) fn authenticate(
                     language,
                     Message::AccessTokenInvalid,
                 )));
+            }
+            if settings.auth_mode == AuthMode::OneApi {
+                return Ok(Vec::new());
             }
             let refuse = |reason| Err(Answer::json(401, json::failure(&message(language, reason))));
             let user_header = new_api_user.unwrap_or_default();
@@ -522,7 +557,7 @@ pub(crate) fn handle(
     request: &ApiRequest<'_>,
 ) -> Answer {
     match route {
-        Route::Status => get_status(settings),
+        Route::Status => get_status(settings, state.account.data_export),
         Route::ListTokens => list_tokens(settings, state, request),
         Route::SearchTokens => search_tokens(settings, state, request),
         Route::GetToken(id) => get_token(settings, state, id),
@@ -532,13 +567,24 @@ pub(crate) fn handle(
         Route::DeleteTokenBatch => delete_token_batch(settings, state, request),
         Route::RevealKey(id) => reveal_key(settings, state, id),
         Route::RevealKeysBatch => reveal_keys_batch(settings, state, request),
+        Route::UserSelf => account::user_self(settings, &state.account),
+        Route::HourlyUsage => {
+            account::hourly_usage(settings, &state.account, request.query, request.now)
+        }
+        Route::FlowUsage => account::flow_usage(&state.account, request.query, request.now),
+        Route::SubscriptionSelf => account::subscription_self(&state.account, request.now),
+        Route::SubscriptionPlans => account::subscription_plans(&state.account),
     }
 }
 
 /// `GET /api/status` (`controller.GetStatus`, a subset of its keys, sorted like `gin.H`).
-fn get_status(settings: &Settings) -> Answer {
+fn get_status(settings: &Settings, data_export: bool) -> Answer {
     let body = json::success_with_data(512, |out| {
         out.extend_from_slice(b"{\"display_in_currency\":true,\"enable_batch_update\":false");
+        if settings.generation != ServerGeneration::OneApi {
+            out.extend_from_slice(b",\"enable_data_export\":");
+            json::push_bool(out, data_export);
+        }
         out.extend_from_slice(b",\"quota_display_type\":\"USD\",\"quota_per_unit\":");
         out.extend_from_slice(json::go_float(settings.quota_per_unit).as_bytes());
         out.extend_from_slice(b",\"server_address\":");
@@ -582,8 +628,39 @@ fn page_info_answer<'t>(
     Answer::json(200, body)
 }
 
+/// one-api's `GetAllTokens`: `p` 0-based (`strconv.Atoi`, negative → 0), `config.ItemsPerPage`
+/// (10) keys a page whatever else is asked, `data` a bare array.
+fn list_tokens_one_api(
+    settings: &Settings,
+    state: &SharedState,
+    request: &ApiRequest<'_>,
+) -> Answer {
+    const ONE_API_ITEMS_PER_PAGE: usize = 10;
+    let page = atoi_ignoring_error(request.query.get("p")).max(0);
+    let offset = usize::try_from(page)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(ONE_API_ITEMS_PER_PAGE);
+    let items = state
+        .store
+        .page_for_user(settings.user_id, offset, Some(ONE_API_ITEMS_PER_PAGE));
+    let body = json::success_with_data(ONE_API_ITEMS_PER_PAGE * 420 + 8, |out| {
+        out.push(b'[');
+        for (index, token) in items.enumerate() {
+            if index > 0 {
+                out.push(b',');
+            }
+            json::push_one_api_token(out, token);
+        }
+        out.push(b']');
+    });
+    Answer::json(200, body)
+}
+
 /// `GET /api/token/` (`GetAllTokens`): `ORDER BY id DESC` with `GetPageQuery` paging.
 fn list_tokens(settings: &Settings, state: &SharedState, request: &ApiRequest<'_>) -> Answer {
+    if settings.flavor == Flavor::OneApi {
+        return list_tokens_one_api(settings, state, request);
+    }
     let page_query = PageQuery::from_query(request.query);
     let total = state.store.count_for_user(settings.user_id);
     let items =
@@ -666,7 +743,10 @@ fn find_owned<'s>(
 fn token_answer(settings: &Settings, token: &SimToken) -> Answer {
     Answer::json(
         200,
-        json::success_with_data(480, |out| push_token(out, token, settings.mask_keys)),
+        json::success_with_data(480, |out| match settings.flavor {
+            Flavor::NewApi => push_token(out, token, settings.mask_keys),
+            Flavor::OneApi => json::push_one_api_token(out, token),
+        }),
     )
 }
 

@@ -29,7 +29,7 @@ use super::routes::{
     CRITICAL_LIMIT_WINDOW_SECONDS, JSON_CONTENT_TYPE, SEARCH_LIMIT_REQUESTS,
     SEARCH_LIMIT_WINDOW_SECONDS,
 };
-use super::{unix_now, FaultKind, Inner, RecordedRequest};
+use super::{FaultKind, Inner, RecordedRequest};
 
 /// Largest request body read; bigger bodies are answered with 413.
 const MAX_REQUEST_BODY_BYTES: usize = 8 * 1024 * 1024;
@@ -235,8 +235,11 @@ async fn handle_request(
     };
     let accepts_gzip = header_text(&parts.headers, "accept-encoding")
         .is_some_and(|accepted| accepted.contains("gzip"));
-    let language =
-        Language::from_accept_language(header_text(&parts.headers, "accept-language").as_deref());
+    let language = if inner.settings.chinese_messages {
+        Language::SimplifiedChinese
+    } else {
+        Language::from_accept_language(header_text(&parts.headers, "accept-language").as_deref())
+    };
     let body = match Limited::new(incoming, MAX_REQUEST_BODY_BYTES)
         .collect()
         .await
@@ -260,6 +263,10 @@ async fn handle_request(
             &facts.raw_path,
             facts.raw_query.as_deref(),
         ) {
+            Routing::Matched(route) if !route.exists_in(inner.settings.generation) => (
+                respond(routes::api_not_found_answer(method, &decoded_path)),
+                false,
+            ),
             Routing::Matched(route) => {
                 let context = ApiContext {
                     peer: peer.ip(),
@@ -457,7 +464,7 @@ async fn process_api(inner: &Inner, context: ApiContext<'_>) -> Outcome {
         Route::SearchTokens => Some((SEARCH_LIMIT_REQUESTS, SEARCH_LIMIT_WINDOW_SECONDS, true)),
         _ => None,
     };
-    let now = unix_now();
+    let now = inner.now();
     let mut answer = {
         let mut state = inner.lock_state();
         if let Some((requests, window_seconds, per_user)) = route_limit {

@@ -9,6 +9,7 @@ use std::hash::Hash;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use super::account::{AccountState, UsageRecord};
 use super::random::SplitMix64;
 use super::token::{SimToken, STATUS_ENABLED, STATUS_EXHAUSTED, STATUS_EXPIRED};
 use super::{
@@ -167,12 +168,16 @@ impl Store {
     /// `accessed_time`); otherwise the quota moves — the overdrawing request is allowed and
     /// unlimited keys are decremented too. A refund skips validation, like the post-consume
     /// adjustment of a request that was already admitted.
+    ///
+    /// `wallet_empty`: the account's wallet is at or below 0, so a key that passes its own checks
+    /// is still refused (`PreConsumeQuota`: "user quota is not enough"), without a status flip.
     pub(crate) fn consume(
         &mut self,
         id: i64,
         quota: i64,
         now: i64,
         redis_mode: bool,
+        wallet_empty: bool,
     ) -> Result<(), RelayRejection> {
         let token = self.tokens.get_mut(&id).ok_or(RelayRejection::NotFound)?;
         if quota >= 0 {
@@ -195,6 +200,9 @@ impl Store {
                     token.accessed_time = now;
                 }
                 return Err(RelayRejection::Exhausted);
+            }
+            if wallet_empty {
+                return Err(RelayRejection::WalletEmpty);
             }
         }
         token.remain_quota = token.remain_quota.saturating_sub(quota);
@@ -280,6 +288,7 @@ pub(crate) struct QueuedFault {
 /// Everything behind the simulator's mutex.
 pub(crate) struct SharedState {
     pub(crate) store: Store,
+    pub(crate) account: AccountState,
     pub(crate) requests: Vec<RecordedRequest>,
     pub(crate) faults: Vec<QueuedFault>,
     pub(crate) rate_limit: Option<RateLimit>,
@@ -289,9 +298,14 @@ pub(crate) struct SharedState {
 }
 
 impl SharedState {
-    pub(crate) fn new(store: Store, rate_limit: Option<RateLimit>) -> SharedState {
+    pub(crate) fn new(
+        store: Store,
+        account: AccountState,
+        rate_limit: Option<RateLimit>,
+    ) -> SharedState {
         SharedState {
             store,
+            account,
             requests: Vec::new(),
             faults: Vec::new(),
             rate_limit,
@@ -299,6 +313,40 @@ impl SharedState {
             critical_limiter: SlidingLog::new(),
             search_limiter: SlidingLog::new(),
         }
+    }
+
+    /// One relay request: the key's checks and charge ([`Store::consume`]), then the wallet's
+    /// charge and the usage record. The group recorded is the key's, else the user's (an `auto`
+    /// key runs in the user's group here).
+    pub(crate) fn relay(
+        &mut self,
+        id: i64,
+        model: &str,
+        quota: i64,
+        tokens: i64,
+        now: i64,
+        redis_mode: bool,
+    ) -> Result<(), RelayRejection> {
+        let wallet_empty = quota > 0 && self.account.wallet.quota <= 0;
+        self.store
+            .consume(id, quota, now, redis_mode, wallet_empty)?;
+        let token = self.store.get(id).ok_or(RelayRejection::NotFound)?;
+        let use_group = if token.group.is_empty() || token.group == "auto" {
+            self.account.wallet.group.clone()
+        } else {
+            token.group.clone()
+        };
+        let record = UsageRecord {
+            at: now,
+            token_id: id,
+            token_name: token.name.clone(),
+            use_group,
+            model_name: model.to_owned(),
+            quota,
+            tokens,
+        };
+        self.account.charge(record);
+        Ok(())
     }
 
     pub(crate) fn push_fault(&mut self, fault: Fault) {

@@ -1457,11 +1457,14 @@ async fn traffic_moves_quotas_until_cancelled() {
     let edge_cases_before: Vec<SimToken> =
         api.simulator.tokens()[..seed::edge_case_count()].to_vec();
     let stop = CancellationToken::new();
-    api.simulator
+    let traffic = api
+        .simulator
         .spawn_traffic(Duration::from_millis(5), stop.clone());
     tokio::time::sleep(Duration::from_millis(200)).await;
     stop.cancel();
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    traffic
+        .await
+        .expect("the traffic task ends without panicking");
     let after = total_used(&api);
     assert_ne!(before, after);
     for seeded in &edge_cases_before {
@@ -1507,4 +1510,290 @@ fn config_debug_redacts_the_access_token() {
     assert_eq!(generated.len(), 32);
     assert!(generated.bytes().all(|byte| byte.is_ascii_alphanumeric()));
     assert_ne!(generated, SimulatorConfig::default().access_token);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The account's routes (reference §13).
+
+fn generation_config(generation: ServerGeneration) -> SimulatorConfig {
+    SimulatorConfig {
+        generation,
+        ..config(30)
+    }
+}
+
+#[tokio::test]
+async fn account_routes_exist_only_in_the_generations_that_have_them() {
+    let paths = [
+        "/api/user/self",
+        "/api/data/self?start_timestamp=1&end_timestamp=2",
+        "/api/data/flow/self?start_timestamp=1&end_timestamp=2",
+        "/api/subscription/self",
+        "/api/subscription/plans",
+    ];
+    let expected = [
+        (ServerGeneration::OneApi, [200, 404, 404, 404, 404]),
+        (
+            ServerGeneration::NewApiBeforeSubscriptions,
+            [200, 200, 404, 404, 404],
+        ),
+        (
+            ServerGeneration::NewApiBeforeFlow,
+            [200, 200, 404, 200, 200],
+        ),
+        (ServerGeneration::NewApiLatest, [200, 200, 200, 200, 200]),
+    ];
+    for (generation, statuses) in expected {
+        let api = Api::start(generation_config(generation)).await;
+        for (path, status) in paths.iter().zip(statuses) {
+            let reply = api.get(path).await;
+            assert_eq!(
+                reply.status, status,
+                "{generation:?} {path}: {}",
+                reply.body
+            );
+            if status == 404 {
+                assert!(reply.json()["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("Invalid URL (GET /api/"));
+            } else {
+                assert_eq!(reply.json()["success"], true, "{path}");
+            }
+        }
+        let user = api.get("/api/user/self").await.json();
+        assert_eq!(user["data"]["id"], OWNER);
+        assert_eq!(user["data"]["group"], "default");
+        assert_eq!(
+            user["data"].get("setting").is_some(),
+            generation != ServerGeneration::OneApi,
+            "one-api has no setting"
+        );
+        api.simulator.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn relay_charges_wallet_and_key_together_and_records_usage_by_key_group_and_model() {
+    let api = Api::start(config(40)).await;
+    let id = api.id_named("never-used");
+    let before_key = api.simulator.token(id).unwrap();
+    let before = api.simulator.wallet();
+    api.simulator
+        .consume_model(id, "gpt-4.1", 1_000, 120)
+        .unwrap();
+    api.simulator.consume_model(id, "gpt-4.1", 500, 30).unwrap();
+    api.simulator.consume(id, -200).unwrap();
+    let after = api.simulator.wallet();
+    let after_key = api.simulator.token(id).unwrap();
+    assert_eq!(after.quota, before.quota - 1_300);
+    assert_eq!(after.used_quota, before.used_quota + 1_300);
+    assert_eq!(
+        after.request_count,
+        before.request_count + 2,
+        "a refund is no request"
+    );
+    assert_eq!(after_key.used_quota, before_key.used_quota + 1_300);
+    let user = api.get("/api/user/self").await.json();
+    assert_eq!(user["data"]["quota"], after.quota);
+    assert_eq!(user["data"]["request_count"], after.request_count);
+
+    let now = api.simulator.now();
+    let flow = api
+        .get(&format!(
+            "/api/data/flow/self?start_timestamp={}&end_timestamp={now}",
+            now - 3_600
+        ))
+        .await
+        .json();
+    let rows = flow["data"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["token_id"], id);
+    assert_eq!(rows[0]["model_name"], "gpt-4.1");
+    assert_eq!(rows[0]["use_group"], "default");
+    assert_eq!(rows[0]["count"], 2);
+    assert_eq!(rows[0]["quota"], 1_500);
+    assert_eq!(rows[0]["token_used"], 150);
+
+    // The wallet at 0 refuses every key, without flipping its status.
+    api.simulator.update_wallet(|wallet| wallet.quota = 0);
+    assert_eq!(
+        api.simulator.consume(id, 10),
+        Err(RelayRejection::WalletEmpty)
+    );
+    assert_eq!(api.simulator.token(id).unwrap().status, STATUS_ENABLED);
+
+    // Data export off: nothing more is recorded, and /api/status says so.
+    api.simulator
+        .update_wallet(|wallet| wallet.quota = 1_000_000);
+    api.simulator.set_data_export(false);
+    api.simulator.consume(id, 10).unwrap();
+    assert_eq!(api.simulator.usage_records().len(), 2);
+    let status = api.get("/api/status").await.json();
+    assert_eq!(status["data"]["enable_data_export"], false);
+}
+
+#[tokio::test]
+async fn usage_shows_up_after_the_recording_lag_and_each_route_fails_on_its_own() {
+    let api = Api::start(SimulatorConfig {
+        usage_recording_lag: Duration::from_secs(300),
+        ..config(40)
+    })
+    .await;
+    let id = api.id_named("never-used");
+    api.simulator.consume(id, 1_000).unwrap();
+    let now = api.simulator.now();
+    let flow_path = format!(
+        "/api/data/flow/self?start_timestamp={}&end_timestamp={}",
+        now - 3_600,
+        now + 400
+    );
+    assert_eq!(
+        api.get(&flow_path).await.json()["data"],
+        serde_json::json!([])
+    );
+    api.simulator.set_clock_offset(301);
+    assert_eq!(api.get(&flow_path).await.json()["data"][0]["quota"], 1_000);
+
+    for (endpoint, path) in [
+        (FaultEndpoint::User, "/api/user/self"),
+        (FaultEndpoint::FlowUsage, flow_path.as_str()),
+        (
+            FaultEndpoint::HourlyUsage,
+            "/api/data/self?start_timestamp=1&end_timestamp=2",
+        ),
+        (FaultEndpoint::Subscriptions, "/api/subscription/self"),
+        (FaultEndpoint::Plans, "/api/subscription/plans"),
+    ] {
+        api.simulator.push_fault(Fault {
+            endpoint,
+            page: None,
+            times: FaultTimes::Once,
+            kind: FaultKind::HttpStatus {
+                status: 502,
+                body: String::new(),
+                retry_after: None,
+            },
+        });
+        assert_eq!(api.get("/api/status").await.status, 200);
+        assert_eq!(api.get("/api/token/").await.status, 200);
+        assert_eq!(api.get(path).await.status, 502, "{endpoint:?}");
+        assert_eq!(api.get(path).await.status, 200, "{endpoint:?}");
+    }
+}
+
+#[tokio::test]
+async fn subscriptions_list_active_ones_separately_and_plans_may_be_unlisted() {
+    let api = Api::start(config(30)).await;
+    let reply = api.get("/api/subscription/self").await.json();
+    let all = reply["data"]["all_subscriptions"].as_array().unwrap();
+    let active = reply["data"]["subscriptions"].as_array().unwrap();
+    assert_eq!(all.len(), api.simulator.subscriptions().len());
+    assert_eq!(active.len(), 1);
+    assert_eq!(active[0]["subscription"]["status"], "active");
+    assert!(active[0]["subscription"]["plan_id"].is_i64());
+    let plans = api.get("/api/subscription/plans").await.json();
+    assert_eq!(plans["data"][0]["plan"]["title"], "Pro monthly");
+    api.simulator.set_plans_listed(false);
+    let plans = api.get("/api/subscription/plans").await.json();
+    assert_eq!(plans["data"], serde_json::json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_api_lists_a_bare_array_from_page_zero_ten_keys_a_page() {
+    let api = Api::start(SimulatorConfig {
+        keys: 25,
+        access_token: ACCESS_TOKEN.to_string(),
+        ..SimulatorConfig::one_api()
+    })
+    .await;
+    let ids = |reply: &Reply| -> Vec<i64> {
+        reply.json()["data"]
+            .as_array()
+            .expect("a bare array")
+            .iter()
+            .map(|item| item["id"].as_i64().unwrap())
+            .collect()
+    };
+    let all: Vec<i64> = api
+        .simulator
+        .tokens()
+        .iter()
+        .rev()
+        .map(|token| token.id)
+        .collect();
+    let first = api.get("/api/token/?p=0&page_size=100&size=100").await;
+    assert_eq!(
+        ids(&first),
+        all[..10],
+        "p=0 is the first page; 10 keys whatever is asked"
+    );
+    assert_eq!(ids(&api.get("/api/token/?p=2").await), all[20..]);
+    assert_eq!(ids(&api.get("/api/token/?p=-4").await), all[..10]);
+    assert!(ids(&api.get("/api/token/?p=3").await).is_empty());
+    let record = &first.json()["data"][0];
+    assert!(record.get("subnet").is_some() && record.get("models").is_some());
+    assert!(record.get("allow_ips").is_none() && record.get("model_limits").is_none());
+    assert_eq!(
+        record["key"].as_str().unwrap().len(),
+        48,
+        "one-api does not mask keys"
+    );
+    // one-api's auth: no New-Api-User needed; an unknown token is HTTP 200, in Chinese.
+    let wrong = api
+        .send(
+            api.http
+                .get(api.url("/api/token/?p=0"))
+                .header("Authorization", "nope")
+                .header("Accept-Language", "en"),
+        )
+        .await;
+    assert_eq!(
+        (wrong.status, wrong.body),
+        (200, failure("无权进行此操作，access token 无效"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_api_before_i18n_answers_in_chinese_whatever_is_asked() {
+    let api = Api::start(SimulatorConfig {
+        keys: 3,
+        access_token: ACCESS_TOKEN.to_string(),
+        ..SimulatorConfig::new_api_2026_01()
+    })
+    .await;
+    let missing_user = api
+        .send(
+            api.request(Method::GET, "/api/token/")
+                .header("Accept-Language", "en"),
+        )
+        .await;
+    assert_eq!(
+        (missing_user.status, missing_user.body),
+        (401, failure("无权进行此操作，未提供 New-Api-User"))
+    );
+    let mismatch = api
+        .send(
+            api.request(Method::GET, "/api/token/")
+                .header("New-Api-User", "7"),
+        )
+        .await;
+    assert_eq!(
+        (mismatch.status, mismatch.body),
+        (
+            401,
+            failure("无权进行此操作，New-Api-User 与登录用户不匹配")
+        )
+    );
+    let ok = api
+        .send(
+            api.request(Method::GET, "/api/token/")
+                .header("New-Api-User", "5678"),
+        )
+        .await;
+    assert_eq!(ok.json()["data"]["total"], 3);
+    assert_eq!(
+        ok.json()["data"]["items"][0]["key"].as_str().unwrap().len(),
+        48
+    );
 }

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-use super::{start_daemon, start_simulator, write_policy_config};
+use super::{start_daemon, start_simulator, start_simulator_with, write_policy_config};
 
 /// The shipped Grafana dashboard.
 pub const DASHBOARD: &str = "deploy/grafana/cometapi-keymon.json";
@@ -33,16 +33,13 @@ pub fn read_json(relative: &str) -> Value {
         .unwrap_or_else(|error| panic!("{relative} is not valid JSON: {error}"))
 }
 
-/// A tool from Debian's `prometheus` package (`promtool`, `prometheus`); CI installs it. A
-/// missing tool fails the test rather than skipping it.
+/// A tool from Debian's `prometheus` package (`promtool`, `prometheus`). Tests that use it start
+/// with `if !tools_available(&["promtool"]) { return; }` (see `support::tools`), so here it is
+/// there.
 pub fn prometheus_tool(name: &str) -> PathBuf {
-    for directory in std::env::var("PATH").unwrap_or_default().split(':') {
-        let candidate = Path::new(directory).join(name);
-        if candidate.is_file() {
-            return candidate;
-        }
-    }
-    panic!("{name} not found on PATH: install it with `apt-get install prometheus` (the CI script does)");
+    super::tools::find_on_path(name).unwrap_or_else(|| {
+        panic!("{name} not found on PATH: the test must check tools_available first")
+    })
 }
 
 /// Runs `promtool ARGS` in `directory` and returns (success, stdout and stderr).
@@ -62,15 +59,38 @@ pub fn promtool(directory: &Path, arguments: &[&str]) -> (bool, String) {
 /// dry-run `[policy]` holding an unscheduled and a scheduled rule (so every `cometapi_policy_*`
 /// family is there), histograms also as their `_bucket`, `_sum` and `_count` series.
 pub async fn exported_metric_names() -> BTreeSet<String> {
+    use cometapi_keymon::simulator::{ServerGeneration, SimulatorConfig};
     let simulator = start_simulator(30).await;
+    // A second account on a server without spend by key, so the per-model families show too;
+    // the same access token, so both read the one token file.
+    let older = start_simulator_with(SimulatorConfig {
+        keys: 30,
+        generation: ServerGeneration::NewApiBeforeSubscriptions,
+        access_token: simulator.access_token(),
+        ..SimulatorConfig::default()
+    })
+    .await;
+    for server in [&simulator, &older] {
+        let spender = server
+            .tokens()
+            .into_iter()
+            .find(|token| token.name == "never-used")
+            .expect("the seeded never-used key");
+        server.consume(spender.id, 1_000).unwrap();
+    }
     let state = tempfile::tempdir().unwrap();
+    let older_account = format!(
+        "[[accounts]]\nname = \"older\"\nbase_url = \"{}\"\ntoken_file = \"token\"\n\n",
+        older.base_url()
+    );
     let path = write_policy_config(
         state.path(),
         &simulator,
-        "[policy]\nstate_dir = \"state\"\n\
+        &(older_account
+            + "[policy]\nstate_dir = \"state\"\n\
          [[policy.rules]]\nname = \"disable-expired\"\naction = \"disable\"\nwhen.expired = true\n\
          [[policy.rules]]\nname = \"nightly\"\naction = \"top_up\"\ntop_up.to = 1000\n\
-         schedule = \"0 0 0 * * *\"\n",
+         schedule = \"0 0 0 * * *\"\n"),
     );
     let daemon = start_daemon(cometapi_keymon::config::load(Some(&path)).unwrap()).await;
     let metrics = daemon
@@ -84,11 +104,16 @@ pub async fn exported_metric_names() -> BTreeSet<String> {
                         &[("account", "main")],
                     )
                     .is_some()
+                    && !metrics.family("cometapi_model_used_quota_total").is_empty()
+                    && !metrics
+                        .family("cometapi_key_model_used_quota_total")
+                        .is_empty()
             },
         )
         .await;
     daemon.stop().await;
     simulator.shutdown().await;
+    older.shutdown().await;
     let mut names: BTreeSet<String> = metrics.series.keys().map(|s| s.name.clone()).collect();
     for (family, kind) in &metrics.types {
         names.insert(family.clone());

@@ -4,6 +4,8 @@
 
 pub mod deploy;
 pub mod process;
+pub mod tls;
+pub mod tools;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -59,6 +61,7 @@ pub fn account_for(name: &str, simulator: &Simulator) -> AccountConfig {
         token_source: TokenSource::Env("TEST_TOKEN".into()),
         user_id: None,
         requests_per_minute: 6_000,
+        usage: true,
     }
 }
 
@@ -80,6 +83,7 @@ pub fn test_config(accounts: Vec<AccountConfig>, schedule: PollSchedule) -> Conf
             max_retries: 1,
             retry_backoff: Duration::from_millis(20),
             max_retry_after: Duration::from_secs(2),
+            usage: true,
         },
         log: LogConfig {
             level: "info".into(),
@@ -182,7 +186,16 @@ pub async fn start_daemon_for(simulator: &Simulator, schedule: PollSchedule) -> 
 }
 
 pub async fn start_daemon(config: Config) -> TestDaemon {
-    let daemon = Daemon::bind(config).await.expect("daemon binds");
+    start_daemon_with_clock(config, cometapi_keymon::clock::Clock::system()).await
+}
+
+/// A daemon whose polls read `clock` (tests move it across midnight with the simulator's).
+pub async fn start_daemon_with_clock(
+    config: Config,
+    clock: cometapi_keymon::clock::Clock,
+) -> TestDaemon {
+    let mut daemon = Daemon::bind(config).await.expect("daemon binds");
+    daemon.set_clock(clock);
     let address = daemon.local_addr();
     let exporter = daemon.exporter();
     let shutdown = CancellationToken::new();
@@ -287,11 +300,14 @@ impl Metrics {
         )
     }
 
-    /// Only the per-key families (the part that must survive a failed poll unchanged).
+    /// Only the per-key families (the part that must survive a failed poll unchanged), without
+    /// the spend by key and model (`cometapi_key_model_*_total`, which follows the traffic).
     pub fn key_series(&self) -> BTreeMap<Series, f64> {
         self.series
             .iter()
-            .filter(|(series, _)| series.name.starts_with("cometapi_key_"))
+            .filter(|(series, _)| {
+                series.name.starts_with("cometapi_key_") && !is_key_model_spend(&series.name)
+            })
             .map(|(s, v)| (s.clone(), *v))
             .collect()
     }
@@ -303,6 +319,22 @@ impl Metrics {
             .collect::<Vec<_>>()
             .join("\n")
     }
+}
+
+/// `cometapi_key_model_used_quota_total`, `_requests_total`, `_tokens_total` (not
+/// `cometapi_key_model_restricted`).
+pub fn is_key_model_spend(name: &str) -> bool {
+    name.starts_with("cometapi_key_model_") && name.ends_with("_total")
+}
+
+/// Polls (complete and failed) of an account so far.
+pub fn poll_count(metrics: &Metrics, account: &str) -> f64 {
+    metrics
+        .get(
+            "cometapi_poll_duration_seconds_count",
+            &[("account", account)],
+        )
+        .unwrap_or(0.0)
 }
 
 fn parse_sample(line: &str) -> (Series, f64) {

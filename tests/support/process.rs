@@ -42,7 +42,8 @@ impl DaemonProcess {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let text = stderr.lock().unwrap().clone();
-            if let Some(start) = text.find("address=http://") {
+            // http:// or https:// (with a web config turning TLS on).
+            if let Some(start) = text.find("address=http") {
                 let address: String = text[start + "address=".len()..]
                     .chars()
                     .take_while(|c| !c.is_whitespace())

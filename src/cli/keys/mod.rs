@@ -23,17 +23,18 @@ use std::sync::Arc;
 
 use std::fmt::Write as _;
 
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{
-    editable_changes, scan_account, ApiClient, ApiError, ClientBuildError, FieldChange,
-    IgnoreRequests, KeyEdit, KeyRecord,
+    editable_changes, ApiClient, ApiError, ClientBuildError, FieldChange, IgnoreRequests, KeyEdit,
+    KeyRecord,
 };
 use crate::cli::report;
 use crate::cli::shared::{init_one_shot, load_config, runtime, OutputFormat};
-use crate::clock::unix_now;
+use crate::clock::{unix_now, Clock};
 use crate::config::{AccountConfig, Config, ConfigSource};
+use crate::poller::poll_account;
 use crate::snapshot::{KeyState, KeyStatus};
 
 use arguments::KeysAction;
@@ -54,7 +55,7 @@ pub enum KeysError {
     #[error(transparent)]
     Client(#[from] ClientBuildError),
     /// A request failed or the server answered `success:false` (exit 1).
-    #[error("account {account}{}: {source}", key_suffix(*.key_id))]
+    #[error("{}", describe_api_error(account, *key_id, source))]
     Api {
         account: String,
         key_id: Option<i64>,
@@ -74,6 +75,15 @@ pub enum KeysError {
 
 fn key_suffix(key_id: Option<i64>) -> String {
     key_id.map_or_else(String::new, |id| format!(", key {id}"))
+}
+
+/// `account main, key 7: <error>`, except for errors that already say it ("account main has no
+/// key 7").
+fn describe_api_error(account: &str, key_id: Option<i64>, source: &ApiError) -> String {
+    match source {
+        ApiError::KeyNotFound { .. } => source.to_string(),
+        _ => format!("account {account}{}: {source}", key_suffix(key_id)),
+    }
 }
 
 impl KeysError {
@@ -159,6 +169,8 @@ struct Context {
     account: String,
     reader: ApiClient,
     writer: ApiClient,
+    /// The account's `usage` setting: `list` reads today's spend too.
+    usage: bool,
 }
 
 impl Context {
@@ -171,6 +183,7 @@ impl Context {
             account: account.name.clone(),
             reader,
             writer,
+            usage: account.usage,
         })
     }
 
@@ -364,21 +377,43 @@ fn describe_changes(changes: &[FieldChange], before: &str, after: &str) -> Strin
         .join("; ")
 }
 
+/// Every key, then the account's wallet, today's spend and subscriptions (one complete poll).
+/// A failed spend or subscriptions read is a warning on stderr; the rest is still printed.
 async fn list(context: &Context, output: OutputFormat, now: i64) -> Result<String, KeysError> {
-    let listing = scan_account(&context.reader)
-        .await
-        .map_err(context.api_error(None))?;
+    let memory = Default::default();
+    let polled = poll_account(
+        &context.reader,
+        &memory,
+        None,
+        &Clock::system(),
+        context.usage,
+    )
+    .await
+    .map_err(context.api_error(None))?;
+    for partial in &polled.partial_failures {
+        eprintln!(
+            "warning: account {}: {} (shown without it)",
+            context.account, partial.error
+        );
+    }
+    let snapshot = polled.snapshot;
     Ok(match output {
         OutputFormat::Table => {
-            list_table(&context.account, &listing.keys, listing.quota_per_unit, now)
+            list_table(
+                &context.account,
+                &snapshot.keys,
+                snapshot.quota_per_unit,
+                now,
+            ) + &report::money_lines(&snapshot, now)
         }
-        OutputFormat::Json => json_text(&Value::Array(
-            listing
+        OutputFormat::Json => json_text(&json!({
+            "accounts": [report::account_json(&snapshot)],
+            "keys": snapshot
                 .keys
                 .iter()
                 .map(|key| key_json(&context.account, key, now))
-                .collect(),
-        )),
+                .collect::<Vec<_>>(),
+        })),
     })
 }
 

@@ -174,7 +174,10 @@ impl Daemon {
         }
         let http_settings = HttpSettings {
             header_read_timeout: config.server.header_read_timeout,
+            write_timeout: config.server.write_timeout,
             max_connections: config.server.max_connections,
+            max_connections_per_peer: config.server.max_connections_per_peer,
+            refusal_summary_interval: http::REFUSAL_SUMMARY_INTERVAL,
             security,
         };
         let server = tokio::spawn(http::serve(

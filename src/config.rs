@@ -71,6 +71,21 @@ pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// A handful of Prometheus replicas and browsers need far fewer; the cap bounds memory and file
 /// descriptors if something floods the port.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+/// A Prometheus HA pair behind one NAT address, a few humans with curl and a browser open a
+/// handful of connections; 32 of the 256 slots is far above that, and leaves 224 for everyone
+/// else when one address floods the port. With `max_connections` set and this not, the cap is
+/// the same eighth of it (`default_max_connections_per_peer`).
+pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: usize = DEFAULT_MAX_CONNECTIONS / 8;
+
+/// The per-peer cap when only `max_connections` is configured: an eighth of it, at least 1, so
+/// a config written before the cap existed keeps loading and still keeps slots for others.
+pub fn default_max_connections_per_peer(max_connections: usize) -> usize {
+    (max_connections / 8).max(1)
+}
+/// Prometheus gives up on a scrape after its `scrape_timeout` (10 s by default, at most the
+/// scrape interval); a response still being written after a minute has no reader that can use
+/// it, and the slot is better freed. The gzip body of 100,000 keys is about 8 MB.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Key quotas and expiry change slowly, and Prometheus usually scrapes every 15–60 s; one poll
 /// a minute keeps the data fresh at a tiny share of the request budget.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(60);
@@ -136,8 +151,12 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// How long a client may take to send its request headers.
     pub header_read_timeout: Duration,
+    /// How long a response may take to write, from the arrival of its request.
+    pub write_timeout: Duration,
     /// Connections served at once; at least 1.
     pub max_connections: usize,
+    /// Connections served at once from one IP address; 1 to `max_connections`.
+    pub max_connections_per_peer: usize,
     /// The web config (`web_config_file` or `--web.config.file`): TLS, basic auth, headers.
     /// `None`: plain HTTP, no credentials.
     pub web_config: Option<WebConfig>,
@@ -246,7 +265,9 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: DEFAULT_LISTEN,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_peer: DEFAULT_MAX_CONNECTIONS_PER_PEER,
             web_config: None,
         }
     }

@@ -6,10 +6,16 @@
 //! after a complete poll and `record_failure` after a failed one; the HTTP server calls `scrape`,
 //! which only clones an `Arc` and encodes the small registry — it never waits for a poll and
 //! never walks the keys.
+//!
+//! Scrapers that do not accept gzip get the text from `PublishedKeys::plain_text`: the first
+//! one after a poll inflates it once (off the async threads) and every later one shares that
+//! copy until the next complete poll replaces it. Nobody asking for plain text costs nothing.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
+
+use bytes::Bytes;
 
 use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
@@ -77,8 +83,47 @@ pub struct PolicyView {
 
 /// The per-key text plus the health text of one scrape.
 pub struct Scrape {
-    pub rendered_keys: Arc<RenderedKeys>,
+    pub keys: Arc<PublishedKeys>,
     pub health_text: Vec<u8>,
+}
+
+/// The rendered families of the latest complete polls, and their plain text once a scrape has
+/// asked for it.
+pub struct PublishedKeys {
+    pub rendered: RenderedKeys,
+    /// Inflated on the first plain-text scrape; dropped with this value after the next publish
+    /// (once the responses still sending it are done).
+    plain: tokio::sync::OnceCell<Bytes>,
+}
+
+impl PublishedKeys {
+    fn new(rendered: RenderedKeys) -> PublishedKeys {
+        PublishedKeys {
+            rendered,
+            plain: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// The whole per-key text. Scrapes arriving while it is being inflated wait for that one
+    /// inflation instead of starting their own.
+    pub async fn plain_text(self: &Arc<Self>) -> Bytes {
+        self.plain
+            .get_or_init(|| {
+                let published = Arc::clone(self);
+                async move {
+                    tokio::task::spawn_blocking(move || published.rendered.inflate())
+                        .await
+                        .expect("inflating the cached stream does not panic")
+                }
+            })
+            .await
+            .clone()
+    }
+
+    /// True once a plain-text scrape has inflated this render.
+    pub fn holds_plain_text(&self) -> bool {
+        self.plain.initialized()
+    }
 }
 
 pub struct Exporter {
@@ -90,7 +135,7 @@ pub struct Exporter {
     poll_skipped: IntCounterVec,
     api_requests: IntCounterVec,
     accounts: Mutex<Vec<AccountEntry>>,
-    rendered: RwLock<Arc<RenderedKeys>>,
+    rendered: RwLock<Arc<PublishedKeys>>,
     /// Serialises re-rendering so two accounts finishing together cannot swap in an older render
     /// after a newer one.
     render_lock: tokio::sync::Mutex<()>,
@@ -203,7 +248,7 @@ impl Exporter {
             poll_skipped,
             api_requests,
             accounts: Mutex::new(accounts),
-            rendered: RwLock::new(Arc::new(RenderedKeys::empty())),
+            rendered: RwLock::new(Arc::new(PublishedKeys::new(RenderedKeys::empty()))),
             render_lock: tokio::sync::Mutex::new(()),
             scrape_hooks: Mutex::new(Vec::new()),
         })
@@ -246,7 +291,8 @@ impl Exporter {
         *self
             .rendered
             .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(rendered);
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) =
+            Arc::new(PublishedKeys::new(rendered));
         if let Some(entry) = self
             .lock_accounts()
             .iter_mut()
@@ -363,7 +409,7 @@ impl Exporter {
     }
 
     pub fn scrape(&self) -> Scrape {
-        let rendered_keys = Arc::clone(
+        let keys = Arc::clone(
             &self
                 .rendered
                 .read()
@@ -381,10 +427,7 @@ impl Exporter {
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut health_text)
             .expect("encoding into memory cannot fail");
-        Scrape {
-            rendered_keys,
-            health_text,
-        }
+        Scrape { keys, health_text }
     }
 
     fn lock_accounts(&self) -> std::sync::MutexGuard<'_, Vec<AccountEntry>> {
@@ -405,4 +448,52 @@ impl RequestObserver for Exporter {
 /// The content type of `/metrics`.
 pub fn content_type() -> &'static str {
     prometheus::TEXT_FORMAT
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::KeyState;
+
+    fn snapshot(keys: i64, completed_at: i64) -> Snapshot {
+        let keys = (1..=keys).map(KeyState::for_tests).collect();
+        Snapshot::new("main", keys, 500_000.0, completed_at)
+    }
+
+    #[tokio::test]
+    async fn plain_text_is_inflated_once_per_publish_and_only_when_asked() {
+        let exporter = Exporter::new(&["main".to_string()]);
+        exporter
+            .publish(snapshot(500, 1_000), Duration::from_millis(5))
+            .await;
+        let first = exporter.scrape().keys;
+        let _gzip = first.rendered.gzip_parts(b"");
+        assert!(!first.holds_plain_text(), "gzip scrapes never inflate");
+
+        let text = first.plain_text().await;
+        assert_eq!(text.len() as u64, first.rendered.text_len());
+        let again = exporter.scrape().keys.plain_text().await;
+        assert_eq!(
+            text.as_ptr(),
+            again.as_ptr(),
+            "a second plain scrape shares the first one's copy"
+        );
+
+        exporter
+            .publish(snapshot(400, 2_000), Duration::from_millis(5))
+            .await;
+        let second = exporter.scrape().keys;
+        assert!(
+            !second.holds_plain_text(),
+            "a new poll starts without a plain copy"
+        );
+        let newer = second.plain_text().await;
+        assert_ne!(newer.len(), text.len(), "and serves the new keys");
+        let old = Arc::downgrade(&first);
+        drop((first, text, again));
+        assert!(
+            old.upgrade().is_none(),
+            "the old render and its plain copy are freed"
+        );
+    }
 }

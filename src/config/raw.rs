@@ -15,7 +15,7 @@ use crate::config::{
     LogFormat, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_LISTEN,
     DEFAULT_LOG_FORMAT, DEFAULT_LOG_LEVEL, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_RETRIES, DEFAULT_MAX_RETRY_AFTER, DEFAULT_REQUESTS_PER_MINUTE,
-    DEFAULT_REQUEST_TIMEOUT, DEFAULT_RETRY_BACKOFF, DEFAULT_USAGE,
+    DEFAULT_REQUEST_TIMEOUT, DEFAULT_RETRY_BACKOFF, DEFAULT_USAGE, DEFAULT_WRITE_TIMEOUT,
 };
 
 /// Account keys that exist only to be rejected with a specific message: a token is never
@@ -38,7 +38,10 @@ pub(crate) struct RawServer {
     /// Parsed into a `SocketAddr` during validation, for a better message than serde's.
     pub listen: String,
     pub header_read_timeout: HumanDuration,
+    pub write_timeout: HumanDuration,
     pub max_connections: usize,
+    /// `None`: an eighth of `max_connections`.
+    pub max_connections_per_peer: Option<usize>,
     /// The exporter-toolkit web config (TLS, basic auth, headers); relative to the config file.
     pub web_config_file: Option<String>,
 }
@@ -48,7 +51,9 @@ impl Default for RawServer {
         RawServer {
             listen: DEFAULT_LISTEN.to_string(),
             header_read_timeout: HumanDuration(DEFAULT_HEADER_READ_TIMEOUT),
+            write_timeout: HumanDuration(DEFAULT_WRITE_TIMEOUT),
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_peer: None,
             web_config_file: None,
         }
     }

@@ -33,7 +33,17 @@ pub(crate) fn render_redacted(config: &Config) -> String {
         "header_read_timeout = {}",
         toml_duration(server.header_read_timeout)
     );
+    let _ = writeln!(
+        out,
+        "write_timeout = {}",
+        toml_duration(server.write_timeout)
+    );
     let _ = writeln!(out, "max_connections = {}", server.max_connections);
+    let _ = writeln!(
+        out,
+        "max_connections_per_peer = {}",
+        server.max_connections_per_peer
+    );
     match &server.web_config {
         Some(web) => {
             let _ = writeln!(

@@ -94,7 +94,9 @@ fn full_config_loads_every_value() {
 [server]
 listen = "127.0.0.1:9100"
 header_read_timeout = "3s"
+write_timeout = "45s"
 max_connections = 16
+max_connections_per_peer = 4
 
 [poll]
 interval = "1h 30m"
@@ -132,7 +134,9 @@ usage = true
             ServerConfig {
                 listen: "127.0.0.1:9100".parse().unwrap(),
                 header_read_timeout: Duration::from_secs(3),
+                write_timeout: Duration::from_secs(45),
                 max_connections: 16,
+                max_connections_per_peer: 4,
                 web_config: None,
             }
         );
@@ -750,6 +754,54 @@ fn bad_listen_address_is_refused() {
             Some("server.max_connections"),
             "must be at least 1",
         );
+    });
+}
+
+#[test]
+fn per_peer_connection_cap_and_write_timeout_are_checked() {
+    in_jail(|jail| {
+        for (value, got) in [("0", "got 0"), ("300", "got 300")] {
+            let error = expect_error(load_with_token(
+                jail,
+                &format!("[server]\nmax_connections_per_peer = {value}\n{ACCOUNT}"),
+            ));
+            assert_error(
+                &error,
+                CONFIG_FILE,
+                Some("server.max_connections_per_peer"),
+                &format!("must be between 1 and max_connections (256), {got}"),
+            );
+        }
+        let error = expect_error(load_with_token(
+            jail,
+            &format!("[server]\nmax_connections = 8\nmax_connections_per_peer = 9\n{ACCOUNT}"),
+        ));
+        assert_error(
+            &error,
+            CONFIG_FILE,
+            Some("server.max_connections_per_peer"),
+            "must be between 1 and max_connections (8), got 9",
+        );
+        // Unset, the cap follows max_connections: a config from before the cap still loads.
+        for (max_connections, per_peer) in [(8, 1), (64, 8), (256, 32), (1000, 125)] {
+            let config = load_with_token(
+                jail,
+                &format!("[server]\nmax_connections = {max_connections}\n{ACCOUNT}"),
+            )
+            .unwrap();
+            assert_eq!(config.server.max_connections_per_peer, per_peer);
+        }
+        let config = load_with_token(
+            jail,
+            &format!("[server]\nmax_connections = 8\nmax_connections_per_peer = 8\n{ACCOUNT}"),
+        )
+        .unwrap();
+        assert_eq!(config.server.max_connections_per_peer, 8);
+        let error = expect_error(load_with_token(
+            jail,
+            &format!("[server]\nwrite_timeout = \"0s\"\n{ACCOUNT}"),
+        ));
+        assert_error(&error, CONFIG_FILE, Some("server.write_timeout"), "");
     });
 }
 

@@ -21,11 +21,11 @@ use crate::config::render::format_duration;
 use crate::config::token::{self, TokenFileName};
 use crate::config::web::load_web_config;
 use crate::config::{
-    AccountConfig, Config, ConfigError, ConfigSource, LogConfig, PollConfig, PollSchedule,
-    ServerConfig, TokenFileOverride, TokenSource, DEFAULT_ACCOUNT_NAME, DEFAULT_BASE_URL,
-    DEFAULT_POLL_INTERVAL, ENV_ACCESS_TOKEN, ENV_BASE_URL, ENV_CONFIG_PATH, ENV_NESTING_SEPARATOR,
-    ENV_PREFIX, ENV_USER_ID, MAX_ACCOUNT_NAME_CHARS, MAX_MAX_RETRIES, MIN_MAX_BODY_BYTES,
-    MIN_POLL_INTERVAL,
+    default_max_connections_per_peer, AccountConfig, Config, ConfigError, ConfigSource, LogConfig,
+    PollConfig, PollSchedule, ServerConfig, TokenFileOverride, TokenSource, DEFAULT_ACCOUNT_NAME,
+    DEFAULT_BASE_URL, DEFAULT_POLL_INTERVAL, ENV_ACCESS_TOKEN, ENV_BASE_URL, ENV_CONFIG_PATH,
+    ENV_NESTING_SEPARATOR, ENV_PREFIX, ENV_USER_ID, MAX_ACCOUNT_NAME_CHARS, MAX_MAX_RETRIES,
+    MIN_MAX_BODY_BYTES, MIN_POLL_INTERVAL,
 };
 use crate::cron::parse_cron;
 use crate::secret::{Secret, ACCESS_TOKEN_HELP};
@@ -341,8 +341,22 @@ fn validate_server(
         &section.field("header_read_timeout"),
         origins,
     )?;
+    let write_timeout = raw.write_timeout.0;
+    require_positive(write_timeout, &section.field("write_timeout"), origins)?;
     if raw.max_connections == 0 {
         return Err(origins.error(&section.field("max_connections"), "must be at least 1"));
+    }
+    let max_connections_per_peer = raw
+        .max_connections_per_peer
+        .unwrap_or_else(|| default_max_connections_per_peer(raw.max_connections));
+    if max_connections_per_peer == 0 || max_connections_per_peer > raw.max_connections {
+        return Err(origins.error(
+            &section.field("max_connections_per_peer"),
+            format!(
+                "must be between 1 and max_connections ({}), got {max_connections_per_peer}",
+                raw.max_connections
+            ),
+        ));
     }
     let web_config = match raw.web_config_file.as_deref().map(str::trim) {
         None | Some("") => None,
@@ -359,7 +373,9 @@ fn validate_server(
     Ok(ServerConfig {
         listen,
         header_read_timeout,
+        write_timeout,
         max_connections: raw.max_connections,
+        max_connections_per_peer,
         web_config,
     })
 }

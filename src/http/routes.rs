@@ -1,8 +1,9 @@
-//! What each path answers: `/metrics` (the cached families, gzip-framed or inflated for plain
-//! clients, plus the per-scrape health text), `/healthz`, `/readyz` (503 naming the accounts
-//! without a complete poll), `/` (the status page, rendered by `status_page`) and 405/404 for
-//! the rest. Each route reads the `Exporter` and never waits for a poll. `respond` puts the web
-//! config's admission (credentials) in front of the routes and its headers on every response.
+//! What each path answers: `/metrics` (the cached families, gzip-framed, or for plain clients
+//! the one inflated copy of this poll's text, plus the per-scrape health text), `/healthz`,
+//! `/readyz` (503 naming the accounts without a complete poll), `/` (the status page, rendered
+//! by `status_page`) and 405/404 for the rest. Each route reads the `Exporter` and never waits
+//! for a poll. `respond` puts the web config's admission (credentials) in front of the routes
+//! and its headers on every response.
 
 use std::collections::VecDeque;
 
@@ -29,7 +30,7 @@ pub(super) async fn respond(
         .await
         .err();
     let mut response = match refusal {
-        None => route(request, exporter),
+        None => route(request, exporter).await,
         Some(Refusal::Unauthorized) => text_response(
             StatusCode::UNAUTHORIZED,
             "401 Unauthorized: this endpoint needs basic auth credentials\n".into(),
@@ -43,7 +44,7 @@ pub(super) async fn respond(
     response
 }
 
-fn route(request: &Request<Incoming>, exporter: &Exporter) -> Response<ResponseBody> {
+async fn route(request: &Request<Incoming>, exporter: &Exporter) -> Response<ResponseBody> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
         let mut response =
             text_response(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n".into());
@@ -53,7 +54,7 @@ fn route(request: &Request<Incoming>, exporter: &Exporter) -> Response<ResponseB
         return response;
     }
     match request.uri().path() {
-        "/metrics" => metrics_response(request, exporter),
+        "/metrics" => metrics_response(request, exporter).await,
         "/healthz" => text_response(StatusCode::OK, "ok\n".into()),
         "/readyz" => readiness_response(exporter),
         "/" => index_response(exporter),
@@ -64,19 +65,23 @@ fn route(request: &Request<Incoming>, exporter: &Exporter) -> Response<ResponseB
     }
 }
 
-fn metrics_response(request: &Request<Incoming>, exporter: &Exporter) -> Response<ResponseBody> {
+async fn metrics_response(
+    request: &Request<Incoming>,
+    exporter: &Exporter,
+) -> Response<ResponseBody> {
     let scrape = exporter.scrape();
     let gzip = request
         .headers()
         .get(ACCEPT_ENCODING)
         .is_some_and(accepts_gzip);
     let body = if gzip {
-        ResponseBody::Parts(scrape.rendered_keys.gzip_parts(&scrape.health_text).into())
+        ResponseBody::Parts(scrape.keys.rendered.gzip_parts(&scrape.health_text).into())
     } else {
-        ResponseBody::Plain {
-            text: Box::new(scrape.rendered_keys.plain_text()),
-            tail: Some(Bytes::from(scrape.health_text)),
-        }
+        // Shared with every other plain scrape of this render: no copy per response.
+        ResponseBody::Parts(VecDeque::from([
+            scrape.keys.plain_text().await,
+            Bytes::from(scrape.health_text),
+        ]))
     };
     let mut response = Response::new(body);
     let headers = response.headers_mut();

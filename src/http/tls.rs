@@ -22,7 +22,6 @@ use std::time::{Duration, SystemTime};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::Watcher;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::OwnedSemaphorePermit;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -327,7 +326,7 @@ pub async fn serve_connection<IO, S>(
     header_read_timeout: Duration,
     watcher: Watcher,
     shutdown: CancellationToken,
-    slot: OwnedSemaphorePermit,
+    slot: super::ConnectionSlot,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: hyper::service::Service<

@@ -72,7 +72,7 @@ pub fn test_config(accounts: Vec<AccountConfig>, schedule: PollSchedule) -> Conf
             listen: SocketAddr::from(LOOPBACK_ANY_PORT),
             header_read_timeout: Duration::from_secs(5),
             max_connections: 64,
-            web_config: None,
+            ..ServerConfig::default()
         },
         poll: PollConfig {
             schedule,

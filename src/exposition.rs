@@ -9,6 +9,9 @@
 //! back for clients that do not accept gzip (`metrics` keeps that copy only while someone asks
 //! for it). At 100 000 keys the text is about 100 MB and the compressed form a few MB, which is
 //! what keeps the daemon's memory flat.
+//!
+//! About 490 lines of code and their unit tests (over 200 lines): every family's text and its
+//! escaping have one home.
 
 use std::io::Write;
 use std::sync::Arc;

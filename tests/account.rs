@@ -1,6 +1,8 @@
 //! The account's money end to end over loopback: the simulator's wallet, usage records and
 //! subscriptions against what the daemon exports, per server generation, across a simulated
 //! midnight, with failing routes, and the exact request count of a poll.
+//!
+//! Over 600 lines on purpose: one test per account-money behaviour.
 
 mod support;
 

@@ -5,6 +5,8 @@
 //! reporting what each account's server is (including the shipped systemd config, checked before
 //! the service exists with `--token-file`); completions and the manual page from the clap
 //! definitions.
+//!
+//! Over 600 lines on purpose: one test per first-hour command-line behaviour.
 
 mod support;
 

@@ -7,6 +7,8 @@
 //! exactly the right keys while no exporter alert does, that the wallet and subscription alerts
 //! fire for exactly the low wallet and the active subscription ending soon, and that
 //! CometAPIExporterDown fires once the daemon is stopped. Every process is stopped by its pid, also when an assertion fails.
+//!
+//! Over 600 lines on purpose: one real-Prometheus scenario per alert group, sharing one harness.
 
 mod support;
 

@@ -4,6 +4,8 @@
 //! read had it except the intended change; enable/disable must use `status_only`; refusals the
 //! server would make are found before writing; `create` finds the id the server does not return;
 //! and no output of any command contains the access token or a key value, full or masked.
+//!
+//! Over 600 lines on purpose: one test per `keys` subcommand behaviour.
 
 mod support;
 

@@ -3,6 +3,8 @@
 //! poll; disable through `status_only`; every PUT body equal to the fresh read except the
 //! intended change; re-enabling an exhausted key quota first, status second; the circuit at
 //! the action limit; protected keys; a refusal not retried; a key changed under the plan.
+//!
+//! Over 600 lines on purpose: one test per enforcement guarantee.
 
 mod support;
 

@@ -5,6 +5,8 @@
 //! allow-list, a certificate swapped on disk served to the next connection (and a broken one
 //! not), HTTP/2 by ALPN (scrapes over it, an idle connection closed), and a TLS handshake that
 //! never finishes closed after the timeout.
+//!
+//! Over 600 lines on purpose: one test per web-config behaviour over real sockets.
 
 mod support;
 

@@ -12,6 +12,9 @@
 //! Layout: `token` (the record and key masking), `seed` (the population), `store` (state,
 //! consumption, limiters, faults), `json` (Go-compatible JSON in and out), `routes` (routing, auth,
 //! controllers), `server` (hyper plumbing), `random` (SplitMix64).
+//!
+//! Over 600 lines on purpose: the simulator's settings, presets and test handles are its public
+//! face, kept in one file.
 
 mod account;
 mod json;

@@ -16,17 +16,17 @@
 //! read to EOF), with the same in-bench client for both, ours and nginx's alternating.
 //! Throughput at 8 concurrent clients is measured with `hey -c 8 -disable-keepalive`.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cometapi_keymon::simulator::{Simulator, SimulatorConfig, UsageRecord};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const BINARY: &str = env!("CARGO_BIN_EXE_cometapi-keymon");
+#[path = "common/daemon.rs"]
+mod daemon;
 const NGINX: &str = "/usr/sbin/nginx";
 
 /// Models the spend is spread over; each key spends on two of them.
@@ -128,13 +128,15 @@ fn main() {
     }
     for pair in results.chunks(2) {
         if let [off, on] = pair {
+            let extra_requests = on.requests as i64 - off.requests as i64;
             println!(
-                "{} keys: usage on adds {} series, {:.1} MB of text ({:.2} MB gzip), {} requests per poll",
+                "{} keys: usage on adds {} series, {:.1} MB of text ({:.2} MB gzip), {} request{} per poll",
                 off.keys,
                 on.series as i64 - off.series as i64,
                 (on.metrics_bytes as f64 - off.metrics_bytes as f64) / 1e6,
                 (on.gzip_bytes as f64 - off.gzip_bytes as f64) / 1e6,
-                on.requests as i64 - off.requests as i64,
+                extra_requests,
+                if extra_requests == 1 { "" } else { "s" },
             );
         }
     }
@@ -183,55 +185,15 @@ async fn measure(keys: usize, usage: bool) -> Figures {
             }
         }
     }
-    let directory = tempfile::tempdir().unwrap();
-    let token_file = directory.path().join("token");
-    std::fs::write(&token_file, simulator.access_token()).unwrap();
-    std::fs::set_permissions(
-        &token_file,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    let daemon = daemon::start_daemon(
+        &simulator,
+        "bench",
+        &format!("interval = \"1h\"\ntimeout = \"30s\"\nusage = {usage}\n"),
+        false,
     )
-    .unwrap();
-    let config = directory.path().join("bench.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[poll]\ninterval = \"1h\"\ntimeout = \"30s\"\nrequests_per_minute = 1000000\nusage = {usage}\n\
-             [log]\nlevel = \"warn,cometapi_keymon::app=info\"\n[[accounts]]\nname = \"bench\"\nbase_url = \"{}\"\ntoken_file = \"{}\"\n",
-            simulator.base_url(),
-            token_file.display()
-        ),
-    )
-    .unwrap();
-
-    let mut child = Command::new(BINARY)
-        .args(["run", "--config", config.to_str().unwrap()])
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("daemon starts");
-    let log = Arc::new(Mutex::new(String::new()));
-    let captured = Arc::clone(&log);
-    let reader = BufReader::new(child.stderr.take().unwrap());
-    std::thread::spawn(move || {
-        for line in reader.lines().map_while(Result::ok) {
-            captured.lock().unwrap().push_str(&(line + "\n"));
-        }
-    });
-    let address = loop {
-        let text = log.lock().unwrap().clone();
-        if let Some(start) = text.find("address=http://") {
-            break text[start + "address=".len()..]
-                .chars()
-                .take_while(|c| !c.is_whitespace())
-                .collect::<String>();
-        }
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "daemon exited:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    .await;
+    let mut child = daemon.child;
+    let address = daemon.address;
     let plain = reqwest::Client::builder().no_gzip().build().unwrap();
     let gzip = reqwest::Client::builder().no_gzip().build().unwrap();
     let started = Instant::now();

@@ -14,9 +14,8 @@
 //! `/proc/PID/task` are its alone. The verdict compares the figures after warm-up (the first
 //! report after poll 0) with the last ones: RSS within 5 %, the same file descriptors.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,7 +23,8 @@ use std::time::{Duration, Instant};
 use cometapi_keymon::simulator::{SimToken, Simulator, SimulatorConfig};
 use tokio_util::sync::CancellationToken;
 
-const BINARY: &str = env!("CARGO_BIN_EXE_cometapi-keymon");
+#[path = "common/daemon.rs"]
+mod daemon;
 
 fn env_number(name: &str, default: u64) -> u64 {
     match std::env::var(name) {
@@ -119,59 +119,16 @@ async fn soak(polls: u64, keys: usize, report_every: u64) -> Vec<Sample> {
         .await
         .expect("simulator starts"),
     );
-    let directory = tempfile::tempdir().unwrap();
-    let token_file = directory.path().join("token");
-    std::fs::write(&token_file, simulator.access_token()).unwrap();
-    std::fs::set_permissions(
-        &token_file,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    let daemon = daemon::start_daemon(
+        &simulator,
+        "soak",
+        "interval = \"1s\"\ntimeout = \"10s\"\n",
+        true,
     )
-    .unwrap();
-    let config = directory.path().join("soak.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[poll]\ninterval = \"1s\"\ntimeout = \"10s\"\nrequests_per_minute = 1000000\n\
-             [log]\nlevel = \"warn,cometapi_keymon::app=info\"\n[[accounts]]\nname = \"soak\"\nbase_url = \"{}\"\ntoken_file = \"{}\"\n",
-            simulator.base_url(),
-            token_file.display()
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new(BINARY)
-        .args(["run", "--config", config.to_str().unwrap()])
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("daemon starts");
+    .await;
+    let mut child = daemon.child;
     let pid = child.id();
-    let log = Arc::new(Mutex::new(String::new()));
-    let captured = Arc::clone(&log);
-    let reader = BufReader::new(child.stderr.take().unwrap());
-    std::thread::spawn(move || {
-        for line in reader.lines().map_while(Result::ok) {
-            eprintln!("daemon: {line}");
-            let mut log = captured.lock().unwrap();
-            if log.len() < 1 << 20 {
-                log.push_str(&(line + "\n"));
-            }
-        }
-    });
-    let address = loop {
-        let text = log.lock().unwrap().clone();
-        if let Some(start) = text.find("address=http://") {
-            break text[start + "address=".len()..]
-                .chars()
-                .take_while(|c| !c.is_whitespace())
-                .collect::<String>();
-        }
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "daemon exited:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let address = daemon.address;
     let metrics_url = format!("{address}/metrics");
 
     let stop = CancellationToken::new();

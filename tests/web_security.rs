@@ -50,6 +50,35 @@ async fn serve_with(directory: &Path, yaml: &str, header_read_timeout: Duration)
     }
 }
 
+/// The common case: a new CA and a server pair for `localhost`, served with
+/// `tls_and_users_yaml`, and an HTTPS client that trusts the CA.
+struct TlsWithUsers {
+    served: Served,
+    client: reqwest::Client,
+    server: Pair,
+    _directory: tempfile::TempDir,
+}
+
+async fn serve_tls_with_users() -> TlsWithUsers {
+    let directory = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("test CA");
+    let server = ca.server("keymon");
+    write_pair(directory.path(), &server);
+    let served = serve_with(
+        directory.path(),
+        &tls_and_users_yaml(),
+        Duration::from_secs(5),
+    )
+    .await;
+    let client = https_client(&ca.certificate, None);
+    TlsWithUsers {
+        served,
+        client,
+        server,
+        _directory: directory,
+    }
+}
+
 fn tls_and_users_yaml() -> String {
     format!(
         "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n\
@@ -83,17 +112,12 @@ async fn wait_for_first_poll(client: &reqwest::Client, served: &Served) -> Strin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn basic_auth_guards_metrics_and_the_index_but_not_the_probes_over_tls() {
-    let directory = tempfile::tempdir().unwrap();
-    let ca = TestCa::new("test CA");
-    let server = ca.server("keymon");
-    write_pair(directory.path(), &server);
-    let served = serve_with(
-        directory.path(),
-        &tls_and_users_yaml(),
-        Duration::from_secs(5),
-    )
-    .await;
-    let client = https_client(&ca.certificate, None);
+    let TlsWithUsers {
+        served,
+        client,
+        server,
+        _directory,
+    } = serve_tls_with_users().await;
 
     let text = wait_for_first_poll(&client, &served).await;
     let metrics = Metrics::parse(&text);
@@ -163,16 +187,12 @@ async fn basic_auth_guards_metrics_and_the_index_but_not_the_probes_over_tls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_credentials_never_reach_the_exposition_code() {
-    let directory = tempfile::tempdir().unwrap();
-    let ca = TestCa::new("test CA");
-    write_pair(directory.path(), &ca.server("keymon"));
-    let served = serve_with(
-        directory.path(),
-        &tls_and_users_yaml(),
-        Duration::from_secs(5),
-    )
-    .await;
-    let client = https_client(&ca.certificate, None);
+    let TlsWithUsers {
+        served,
+        client,
+        _directory,
+        ..
+    } = serve_tls_with_users().await;
     wait_for_first_poll(&client, &served).await;
 
     // Every scrape that reaches the exposition code runs the scrape hooks.
@@ -554,16 +574,12 @@ async fn a_tls_handshake_that_never_finishes_is_closed_and_does_not_block_scrape
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_style_scrapes_work_over_http2_with_basic_auth() {
-    let directory = tempfile::tempdir().unwrap();
-    let ca = TestCa::new("test CA");
-    write_pair(directory.path(), &ca.server("keymon"));
-    let served = serve_with(
-        directory.path(),
-        &tls_and_users_yaml(),
-        Duration::from_secs(5),
-    )
-    .await;
-    let client = https_client(&ca.certificate, None);
+    let TlsWithUsers {
+        served,
+        client,
+        _directory,
+        ..
+    } = serve_tls_with_users().await;
     let text = wait_for_first_poll(&client, &served).await;
     assert!(!Metrics::parse(&text).key_series().is_empty());
     for gzip in [false, true] {
